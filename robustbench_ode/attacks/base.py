@@ -1,0 +1,157 @@
+"""The attack contract: configure once, then `x_adv = attack(model, x, y, eps)` per batch.
+
+Ideas from torchattacks (one class per attack, hyper-parameters in the constructor, one call) and
+Foolbox 3 (keyword-only options; the success criterion kept apart from the attack).
+
+- `model` is an `nn.Module` mapping [0, 1] pixels to logits (it normalises inside); attacks run it
+  in eval mode and restore every submodule's previous mode afterwards.
+- `x` is in [0, 1], `y` holds int64 labels, `eps` is a radius in pixel units in the attack's
+  `norm` ("linf" or "l2"). The output is detached, within the eps-ball of `x` and in [0, 1].
+- `kind` is "bounded" (returns a point for the given eps) or "minimal" (searches the smallest
+  perturbation; such attacks add `min_perturbation(model, x, y) -> (N,)` and answer the uniform
+  call by returning the found point where its norm is <= eps, and `x` elsewhere).
+
+Cost counters, both per-sample evaluations summed over every batch (divide by N for a per-sample
+average). They accumulate across calls; `reset_counters()` zeroes them.
+- `grad_calls`: input-gradient evaluations, one forward + backward pass counts `len(batch)`.
+- `queries`: forward-only evaluations (clean checks, success checks, gradient-free search).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+
+NORMS = ("linf", "l2")
+KINDS = ("bounded", "minimal")
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run `model` in eval mode, then restore each submodule's own training flag."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def check_norm(norm: str, owner: str) -> str:
+    """Validate a norm name (a UserError names the accepted ones)."""
+    if norm not in NORMS:
+        raise UserError(f"attack '{owner}': norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    return norm
+
+
+def check_positive(owner: str, **values: float) -> None:
+    """Raise a UserError for any option that is not > 0."""
+    for key, value in values.items():
+        if not value > 0:
+            raise UserError(f"attack '{owner}': option '{key}' must be positive, got {value}")
+
+
+class FirstAdversarial:
+    """Per-sample record of the first adversarial point an iterative attack reaches.
+
+    The earliest successful iterate is kept and its sample leaves the batch, so it costs no more
+    model calls and is never updated again: the result is the worst case over iterations, never
+    weaker than the last iterate. Samples never fooled get their last iterate (`finish`), which
+    is still inside the ball and is what a transfer to another model should see.
+    """
+
+    def __init__(self, x: Tensor) -> None:
+        self.x_adv = x.clone()
+        self.found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+
+    def pending(self) -> Tensor:
+        """Indices (into the batch) of samples not fooled yet."""
+        return torch.nonzero(~self.found).flatten()
+
+    def record(self, idx: Tensor, x_cand: Tensor, success: Tensor) -> Tensor:
+        """Keep the candidates of samples `idx` that succeed; return the mask of those left."""
+        hit = idx[success]
+        self.x_adv[hit] = x_cand[success]
+        self.found[hit] = True
+        return ~success
+
+    def finish(self, idx: Tensor, x_last: Tensor) -> None:
+        """Give the samples `idx` that were never fooled their last iterate."""
+        self.x_adv[idx] = x_last
+
+
+class Attack:
+    """Base class: validation, eval mode, counted model calls and the success criterion."""
+
+    name: str = ""
+    norm: str = "linf"
+    kind: str = "bounded"
+
+    def __init__(self) -> None:
+        self.grad_calls = 0
+        self.queries = 0
+
+    def reset_counters(self) -> None:
+        """Zero `grad_calls` and `queries`."""
+        self.grad_calls = 0
+        self.queries = 0
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+        """Adversarial examples for (x, y) within the eps-ball of `x` in `self.norm`, in [0, 1]."""
+        eps = float(eps)
+        if eps < 0:
+            raise UserError(f"attack '{self.name}': eps must be >= 0, got {eps}")
+        if y.shape != (len(x),):
+            raise ValueError(f"labels of shape {tuple(y.shape)} do not match a batch of {len(x)}")
+        x = x.detach()
+        if eps == 0 or len(x) == 0:
+            return x.clone()
+        with eval_mode(model):
+            x_adv = self.run(model, x, y.detach(), eps)
+        return x_adv.detach()
+
+    def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+        """The attack itself; called in eval mode with eps > 0."""
+        raise NotImplementedError
+
+    def succeeded(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Success criterion (untargeted misclassification); kept apart from the search."""
+        return logits.argmax(dim=1) != y
+
+    def logits(self, model: nn.Module, x: Tensor) -> Tensor:
+        """A forward-only model call, counted in `queries`."""
+        self.queries += len(x)
+        with torch.no_grad():
+            return model(x)
+
+    def loss_grad(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        loss: LossFn,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Logits of `transform(x)` and the gradient of the summed per-sample loss w.r.t. `x`.
+
+        Counted in `grad_calls`. `torch.autograd.grad` leaves the parameters' `.grad` untouched.
+        """
+        self.grad_calls += len(x)
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(transform(x) if transform is not None else x)
+            (grad,) = torch.autograd.grad(loss(logits, y).sum(), x)
+        return logits.detach(), grad.detach()
+
+    def track(self, model: nn.Module, x: Tensor, y: Tensor) -> FirstAdversarial:
+        """Start a `FirstAdversarial` record: samples the clean input already fools are done."""
+        record = FirstAdversarial(x)
+        record.record(torch.arange(len(x), device=x.device), x, self.succeeded(self.logits(model, x), y))
+        return record

@@ -1,0 +1,230 @@
+"""`odebench` command line: parse, validate, print. Work happens in the modules it calls."""
+from __future__ import annotations
+
+import sys
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .errors import UserError
+from .registry import ATTACKS, DATASETS, MODELS, parse_kv
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Adversarial-robustness benchmark for Neural ODEs and ResNet-family classifiers.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+_REGISTRIES = {"models": MODELS, "attacks": ATTACKS, "datasets": DATASETS}
+
+
+@app.command("list")
+def list_cmd(
+    what: Optional[str] = typer.Argument(None, help="models, attacks or datasets (default: all)"),
+) -> None:
+    """List registered models, attacks and datasets with their options."""
+    if what is not None and what not in _REGISTRIES:
+        raise UserError(f"cannot list '{what}' (choose models, attacks or datasets)")
+    for kind, reg in _REGISTRIES.items():
+        if what not in (None, kind):
+            continue
+        table = Table(title=kind, show_lines=False)
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        table.add_column("options (default)")
+        for entry in reg:
+            table.add_row(entry.name, entry.description, entry.options_text())
+        console.print(table)
+    if what in (None, "methods"):
+        from .training.methods import METHODS
+
+        table = Table(title="training methods (--method)")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        for name, (_, desc) in sorted(METHODS.items()):
+            table.add_row(name, desc)
+        console.print(table)
+
+
+def _load_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError:
+        raise UserError(f"cannot read config file '{path}'") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file '{path}' is not valid TOML: {exc}") from None
+    from .training.trainer import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"config file '{path}': unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return data
+
+
+@app.command()
+def train(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="registered model name (odebench list models)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="registered dataset (default: digits)"),
+    model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help="model option key=value (repeatable)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with TrainConfig keys; flags override it"),
+    epochs: Optional[int] = typer.Option(None, help="training epochs (default 10)"),
+    batch_size: Optional[int] = typer.Option(None, help="batch size (default 128)"),
+    optimizer: Optional[str] = typer.Option(None, help="auto (Adam for Neural ODEs, SGD otherwise), sgd or adam"),
+    lr: Optional[float] = typer.Option(None, help="initial learning rate (auto: 1e-3 Adam, 0.1 SGD)"),
+    weight_decay: Optional[float] = typer.Option(None, help="weight decay (auto: 1e-4 SGD, 0 Adam)"),
+    schedule: Optional[str] = typer.Option(None, help="auto, halve (every --lr-step epochs), multistep (/10 at 50%,75%), constant"),
+    lr_step: Optional[int] = typer.Option(None, help="epochs between halvings for the halve schedule (50)"),
+    method: Optional[str] = typer.Option(None, help="training method: standard, or an adversarial one (odebench list)"),
+    method_arg: Optional[list[str]] = typer.Option(None, "--method-arg", help="method option key=value"),
+    data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
+    download: bool = typer.Option(False, help="let torchvision download missing datasets"),
+    subset: Optional[int] = typer.Option(None, help="class-balanced training subset of N images"),
+    seed: Optional[int] = typer.Option(None, help="random seed (default 0)"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
+    amp: Optional[str] = typer.Option(None, help="none or bf16 (autocast; final accuracy is measured in fp32)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<model>-<dataset>-s<seed>)"),
+    resume: bool = typer.Option(False, help="continue an interrupted run in --out from its last completed epoch"),
+) -> None:
+    """Train a registered model (or resume) and write a safe checkpoint into the run dir."""
+    from .training.trainer import TrainConfig
+
+    values = _load_toml(config)
+    flags = dict(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                 weight_decay=weight_decay, schedule=schedule, lr_step=lr_step, method=method, data_dir=data_dir,
+                 subset=subset, seed=seed, device=device, amp=amp)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if download:
+        values["download"] = True
+    values["model_options"] = {**values.get("model_options", {}), **parse_kv(model_arg, "--model-arg")}
+    values["method_options"] = {**values.get("method_options", {}), **parse_kv(method_arg, "--method-arg")}
+    if "model" not in values:
+        raise UserError("--model is required (see: odebench list models)")
+    cfg = TrainConfig(**values)
+    run_dir = out or Path("runs") / f"{cfg.model}-{cfg.dataset}-s{cfg.seed}"
+    from .cli_train import run_training
+
+    run_training(cfg, run_dir, resume, console)
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    try:
+        rc = app(standalone_mode=False)
+    except UserError as exc:
+        _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted; finished work is saved (rerun the same command, with --resume for train)", 130)
+    except Exception as exc:  # Typer's (vendored) Click exceptions: usage errors, abort, no-args help
+        kind = type(exc).__name__
+        if kind == "NoArgsIsHelpError":
+            sys.exit(0)
+        if kind == "Abort":
+            _fail("interrupted; finished work is saved (rerun the same command, with --resume for train)", 130)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            _fail(exc.format_message(), exc.exit_code)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+@app.command()
+def attack(
+    checkpoint: list[Path] = typer.Option(..., "--checkpoint", "-c", help="checkpoint dir to attack (repeatable)"),
+    attack_name: list[str] = typer.Option(["pgd"], "--attack", "-a", help="registered attack (repeatable)"),
+    attack_arg: Optional[list[str]] = typer.Option(None, "--attack-arg", help="attack option key=value, or name.key=value for one of several attacks"),
+    eps: list[str] = typer.Option(..., "--eps", "-e", help="ε values: 0.3, 8/255, or comma lists (repeatable)"),
+    eps_scale: float = typer.Option(1.0, help="divide --eps by this (255 for the paper's [0,255] CIFAR grid)"),
+    n_samples: int = typer.Option(1000, help="test images to evaluate (class-balanced, deterministic)"),
+    batch_size: int = typer.Option(250, help="attack batch size"),
+    seed: int = typer.Option(0, help="random seed (each cell derives its own from it)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
+    source: Optional[Path] = typer.Option(None, help="transfer mode: craft on this checkpoint, evaluate on --checkpoint"),
+    paper: Optional[str] = typer.Option(None, help="add the paper's numbers side by side (E1..E5)"),
+    out: Path = typer.Option(Path("runs/attack"), "--out", "-o", help="output dir (results.csv/.md, plot)"),
+) -> None:
+    """Attack checkpoints over an ε grid; write results.csv, results.md and accuracy_vs_eps.png."""
+    from .cli_attack import run_attack_command
+    from .evaluation.session import AttackJob, parse_eps
+
+    job = AttackJob(
+        checkpoints=checkpoint, attacks=_attack_specs(attack_name, attack_arg), eps=parse_eps(eps, eps_scale),
+        out=out, eps_scale=eps_scale, n_samples=n_samples, batch_size=batch_size, seed=seed, device=device,
+        data_dir=data_dir, source=source, paper=_paper_name(paper),
+    )
+    run_attack_command(job, console)
+
+
+def _attack_specs(names: list[str], raw_args: list[str] | None) -> list:
+    """Attack specs; 'key=value' applies to every attack that has the option, 'name.key=value' to one."""
+    from .evaluation.runner import AttackSpec
+
+    specs = []
+    pairs = parse_kv(raw_args, "--attack-arg")
+    for name in names:
+        entry = ATTACKS.get(name)
+        mine = {}
+        for key, value in pairs.items():
+            owner, _, opt = key.rpartition(".")
+            if owner == name or (not owner and opt in entry.options):
+                mine[opt] = value
+        specs.append(AttackSpec.parse(name, mine))
+    for key in pairs:
+        owner, _, opt = key.rpartition(".")
+        if owner and owner not in names:
+            raise UserError(f"--attack-arg {key}: '{owner}' is not one of the --attack names")
+        if not owner and not any(opt in ATTACKS.get(n).options for n in names):
+            raise UserError(f"--attack-arg {key}: no chosen attack has option '{opt}'")
+    return specs
+
+
+def _paper_name(paper: str | None) -> str | None:
+    from .report.paper import PAPER
+
+    if paper is not None and paper.upper() not in PAPER:
+        raise UserError(f"--paper must be one of {', '.join(PAPER)}, got '{paper}'")
+    return paper.upper() if paper else None
+
+
+@app.command()
+def report(
+    results: Path = typer.Argument(..., help="results.csv written by odebench attack"),
+    paper: Optional[str] = typer.Option(None, help="add the paper's numbers side by side (E1..E5)"),
+    out: Optional[Path] = typer.Option(None, help="where to write results.md and the plot (default: beside the CSV)"),
+) -> None:
+    """Re-render results.md and accuracy_vs_eps.png from a results CSV."""
+    from .evaluation.store import ResultStore
+    from .report import render
+
+    if not results.is_file():
+        raise UserError(f"results file '{results}' does not exist")
+    ResultStore(results)  # validates that it is ours
+    console.print(render(results, out, _paper_name(paper)), markup=False, highlight=False)
+
+
+@app.command()
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="where models and results go"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    seed: int = typer.Option(0, help="random seed"),
+) -> None:
+    """Main job, offline: train a ResNet and a Neural ODE on the embedded digits, attack with FGSM and PGD."""
+    from .experiments.quickstart import run_quickstart
+
+    run_quickstart(out, device, console, seed)

@@ -1,0 +1,210 @@
+"""The attack runner: checkpoints x attacks x ε grid -> result rows in a resumable store.
+
+Robust accuracy counts a sample only if it is classified correctly on the clean input *and* on the
+adversarial one. Samples already misclassified are not attacked. Every cell gets its own seed
+derived from (seed, cell), so a resumed run and an uninterrupted one produce identical tables.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..attacks.base import Attack
+from ..checkpoint import load_checkpoint
+from ..errors import UserError
+from ..models.base import nfe_of
+from ..registry import ATTACKS
+from ..runinfo import seed_everything
+from .store import ResultStore
+
+
+@dataclass
+class Target:
+    """A loaded checkpoint to attack (or to craft transfer examples on)."""
+
+    path: Path
+    model: nn.Module
+    meta: dict[str, Any]
+
+    @property
+    def sha(self) -> str:
+        return self.meta["weights_sha256"][:16]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device) -> "Target":
+        model, meta = load_checkpoint(path, device)
+        return cls(Path(path), model, meta)
+
+
+@dataclass
+class AttackSpec:
+    """A registered attack name with parsed options."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, name: str, raw: dict[str, str]) -> "AttackSpec":
+        return cls(name, ATTACKS.get(name).parse_options(raw))
+
+    def build(self) -> Attack:
+        return ATTACKS.get(self.name).builder(**self.options)
+
+    @property
+    def args_text(self) -> str:
+        return json.dumps(self.options, sort_keys=True)
+
+
+def cell_seed(seed: int, *parts: Any) -> int:
+    """A seed for one cell, independent of which other cells ran before it."""
+    digest = hashlib.sha256(json.dumps([seed, *map(str, parts)]).encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
+    """Predicted labels (on CPU) and the forward NFE of each batch (empty for non-ODE models)."""
+    model.eval()
+    preds, nfes = [], []
+    for i in range(0, len(x), batch_size):
+        preds.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
+        nfe = nfe_of(model)
+        if nfe is not None:
+            nfes.append(nfe["nfe_forward"])
+    return torch.cat(preds), nfes
+
+
+def craft(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, batch_size: int,
+          device: torch.device) -> torch.Tensor:
+    """Adversarial examples for all of x, in batches, returned on CPU."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(attack(model, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), eps).cpu())
+    return torch.cat(out) if out else x.clone()
+
+
+def minimal_distances(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                      device: torch.device) -> torch.Tensor:
+    """Smallest adversarial perturbation norm per sample found by a minimisation attack."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(attack.min_perturbation(model, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+class Runner:
+    """Evaluates every (target, attack, ε) cell not yet in the store."""
+
+    def __init__(self, store: ResultStore, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
+                 device: torch.device, dataset_label: str, eps_scale: float = 1.0,
+                 on_cell: Callable[[str], None] | None = None) -> None:
+        self.store, self.x, self.y = store, x, y
+        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.dataset_label, self.eps_scale = dataset_label, eps_scale
+        self.on_cell = on_cell or (lambda _msg: None)
+        self._clean: dict[str, tuple[torch.Tensor, list[int]]] = {}
+
+    def clean(self, target: Target) -> tuple[torch.Tensor, list[int]]:
+        """Per-sample clean correctness and forward NFEs, cached per checkpoint."""
+        if target.sha not in self._clean:
+            pred, nfes = predict(target.model, self.x, self.batch_size, self.device)
+            self._clean[target.sha] = (pred == self.y, nfes)
+        return self._clean[target.sha]
+
+    def _row(self, target: Target, spec: AttackSpec, attack: Attack, eps: float, source: Target | None) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset_label,
+            "model": target.name,
+            "architecture": target.meta["model"],
+            "training": target.meta.get("method", "standard"),
+            "checkpoint": str(target.path),
+            "checkpoint_sha": target.sha,
+            "source": source.name if source else "",
+            "source_sha": source.sha if source else "",
+            "attack": spec.name,
+            "attack_args": spec.args_text,
+            "norm": attack.norm,
+            "eps": float(eps),
+            "eps_scale": self.eps_scale,
+            "n": len(self.y),
+            "seed": self.seed,
+        }
+
+    def run(self, targets: list[Target], specs: list[AttackSpec], eps_list: list[float],
+            source: Target | None = None) -> list[dict[str, Any]]:
+        """Run all cells (skipping finished ones); return the rows of this grid."""
+        rows = []
+        for target in targets:
+            for spec in specs:
+                attack = spec.build()
+                todo = [e for e in eps_list if not self.store.has(self._row(target, spec, attack, e, source))]
+                if todo:
+                    if attack.kind == "minimal":
+                        self.store.add(self._minimal_cells(target, spec, todo, source))
+                    else:
+                        for eps in todo:
+                            self.store.add([self._bounded_cell(target, spec, eps, source)])
+                rows += [self.store.get(self._row(target, spec, attack, e, source)) for e in eps_list]
+        return rows
+
+    def _finish(self, row: dict[str, Any], correct: torch.Tensor, robust: torch.Tensor, attack: Attack,
+                nfes: list[int], t0: float) -> dict[str, Any]:
+        row.update(
+            clean_acc=round(correct.float().mean().item(), 6),
+            robust_acc=round((correct & robust).float().mean().item(), 6),
+            grad_calls=int(attack.grad_calls),
+            queries=int(attack.queries),
+            nfe_forward=round(sum(nfes) / len(nfes), 1) if nfes else "",
+            wall_s=round(time.perf_counter() - t0, 3),
+        )
+        return row
+
+    def _bounded_cell(self, target: Target, spec: AttackSpec, eps: float, source: Target | None) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        seed_everything(cell_seed(self.seed, target.sha, source.sha if source else "", spec.name, spec.args_text, eps))
+        attack = spec.build()
+        row = self._row(target, spec, attack, eps, source)
+        self.on_cell(f"{target.name} · {spec.name} · ε={eps * self.eps_scale:g}" + (f" (from {source.name})" if source else ""))
+        correct, nfes = self.clean(target)
+        robust = correct.clone()
+        if eps > 0:
+            if source is None:
+                idx = torch.nonzero(correct).flatten()  # misclassified samples need no attack
+                x_adv = craft(attack, target.model, self.x[idx], self.y[idx], eps, self.batch_size, self.device)
+                pred, _ = predict(target.model, x_adv, self.batch_size, self.device)
+                robust[idx] = pred == self.y[idx]
+            else:
+                x_adv = craft(attack, source.model, self.x, self.y, eps, self.batch_size, self.device)
+                pred, _ = predict(target.model, x_adv, self.batch_size, self.device)
+                robust = pred == self.y
+        return self._finish(row, correct, robust, attack, nfes, t0)
+
+    def _minimal_cells(self, target: Target, spec: AttackSpec, eps_todo: list[float],
+                       source: Target | None) -> list[dict[str, Any]]:
+        """A minimisation attack runs once; accuracy at ε is the share whose smallest perturbation > ε."""
+        if source is not None:
+            raise UserError(f"attack '{spec.name}' is a minimisation attack and has no transfer mode")
+        t0 = time.perf_counter()
+        seed_everything(cell_seed(self.seed, target.sha, spec.name, spec.args_text))
+        attack = spec.build()
+        self.on_cell(f"{target.name} · {spec.name} (minimal perturbation search)")
+        correct, nfes = self.clean(target)
+        idx = torch.nonzero(correct).flatten()
+        dist = torch.full((len(self.y),), 0.0)
+        dist[idx] = minimal_distances(attack, target.model, self.x[idx], self.y[idx], self.batch_size, self.device)
+        rows = []
+        for eps in eps_todo:
+            row = self._row(target, spec, attack, eps, source)
+            rows.append(self._finish(row, correct, dist > eps, attack, nfes, t0))
+        return rows

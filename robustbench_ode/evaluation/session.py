@@ -1,0 +1,90 @@
+"""One `odebench attack` invocation: load checkpoints and data, run the grid, write the reports."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..data import balanced_subset, load_dataset
+from ..errors import UserError
+from ..registry import parse_number
+from ..report import render
+from ..runinfo import atomic_write_text, provenance, resolve_device
+from .runner import AttackSpec, Runner, Target
+from .store import ResultStore
+
+
+@dataclass
+class AttackJob:
+    """What the user asked `odebench attack` to do."""
+
+    checkpoints: list[Path]
+    attacks: list[AttackSpec]
+    eps: list[float]
+    out: Path
+    eps_scale: float = 1.0
+    n_samples: int = 1000
+    batch_size: int = 250
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    source: Path | None = None
+    paper: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_eps(values: list[str], scale: float) -> list[float]:
+    """'0.3', '8/255' or comma lists -> pixel-unit floats (divided by `scale`), validated."""
+    if scale <= 0:
+        raise UserError(f"--eps-scale must be > 0, got {scale}")
+    out = []
+    for value in values:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                eps = parse_number(part) / scale
+            except (ValueError, ZeroDivisionError):
+                raise UserError(f"--eps '{part}' is not a number (examples: 0.3, 8/255)") from None
+            if not 0 <= eps <= 1 or eps != eps:
+                raise UserError(f"--eps {part} is outside [0, 1] in pixel units (use --eps-scale 255 for a 0-255 grid)")
+            out.append(eps)
+    if not out:
+        raise UserError("--eps needs at least one value")
+    return sorted(set(out))
+
+
+def run_job(job: AttackJob, on_cell: Callable[[str], None] | None = None) -> tuple[list[dict], str]:
+    """Run every cell of the job not yet in `out/results.csv`; return this job's rows and Markdown."""
+    if job.n_samples < 1:
+        raise UserError(f"--n-samples must be >= 1, got {job.n_samples}")
+    if job.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {job.batch_size}")
+    if not job.checkpoints:
+        raise UserError("at least one --checkpoint is required")
+    device = resolve_device(job.device)
+    targets = [Target.load(p, device) for p in job.checkpoints]
+    source = Target.load(job.source, device) if job.source else None
+    datasets = {t.meta["dataset"] for t in targets + ([source] if source else [])}
+    if len(datasets) > 1:
+        raise UserError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
+    splits = load_dataset(datasets.pop(), job.data_dir)
+    idx = balanced_subset(splits.test_y, job.n_samples)
+    x, y = splits.test_x[idx], splits.test_y[idx]
+    job.out.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(job.out / "results.csv")
+    runner = Runner(store, x, y, job.batch_size, job.seed, device, splits.info.label, job.eps_scale, on_cell)
+    record = provenance(job.seed, device) | {
+        "checkpoints": [str(p) for p in job.checkpoints],
+        "attacks": [{"name": a.name, "options": a.options} for a in job.attacks],
+        "eps": job.eps, "eps_scale": job.eps_scale, "n_samples": len(y), "batch_size": job.batch_size,
+        "source": str(job.source) if job.source else None, "dataset": splits.info.to_dict(), **job.extra,
+    }
+    log = job.out / "provenance.jsonl"
+    previous = log.read_text() if log.exists() else ""
+    atomic_write_text(log, previous + json.dumps(record, default=str) + "\n")
+    with torch.inference_mode(False):
+        rows = runner.run(targets, job.attacks, job.eps, source)
+    text = render(job.out / "results.csv", job.out, job.paper)
+    return rows, text

@@ -1,0 +1,57 @@
+"""A resumable results store: one CSV row per finished cell, rewritten atomically.
+
+Rerunning the same command reads the CSV, skips every cell whose key is present, and appends new
+rows; a kill loses at most the cell in progress and never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import UserError
+from ..runinfo import atomic_write_text
+
+KEY = ["checkpoint_sha", "source_sha", "attack", "attack_args", "eps", "n", "seed"]
+
+
+class ResultStore:
+    """Rows of finished cells in `path` (CSV), keyed by KEY."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            try:
+                df = pd.read_csv(self.path, keep_default_na=False, dtype={"checkpoint_sha": str, "source_sha": str})
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+                raise UserError(f"'{self.path}' exists but is not a results CSV; choose another --out") from None
+            missing = [k for k in KEY if k not in df.columns]
+            if missing:
+                raise UserError(f"'{self.path}' is not an odebench results CSV (missing {', '.join(missing)})")
+            self.rows = df.to_dict("records")
+
+    @staticmethod
+    def key(row: dict[str, Any]) -> tuple:
+        """The identity of a cell (floats rounded so CSV round trips compare equal)."""
+        return tuple(round(float(row[k]), 10) if k == "eps" else str(row[k]) for k in KEY)
+
+    def has(self, row_key: dict[str, Any]) -> bool:
+        k = self.key(row_key)
+        return any(self.key(r) == k for r in self.rows)
+
+    def get(self, row_key: dict[str, Any]) -> dict[str, Any] | None:
+        k = self.key(row_key)
+        return next((r for r in self.rows if self.key(r) == k), None)
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Append finished rows and rewrite the CSV atomically."""
+        self.rows.extend(rows)
+        buf = io.StringIO()
+        pd.DataFrame(self.rows).to_csv(buf, index=False)
+        atomic_write_text(self.path, buf.getvalue())
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)

@@ -1,0 +1,51 @@
+"""The contract every registered model follows: pixels in [0, 1] in, logits out.
+
+`ImageClassifier` normalises inside, so attacks and ε live in pixel units. ODE-based bodies
+expose `nfe_forward` / `nfe_backward` counters, summed by `nfe_of`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.base import DatasetInfo
+from ..errors import UserError
+
+
+class ImageClassifier(nn.Module):
+    """Wrap a body network with per-channel normalisation of [0, 1] pixel inputs."""
+
+    def __init__(self, info: DatasetInfo, body: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(info.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(info.std).view(1, -1, 1, 1), persistent=False)
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
+
+def nfe_of(model: nn.Module) -> dict[str, int] | None:
+    """Function evaluations of the last forward and backward pass, summed over ODE blocks.
+
+    None for a model without ODE blocks.
+    """
+    blocks = [m for m in model.modules() if hasattr(m, "nfe_forward")]
+    if not blocks:
+        return None
+    return {
+        "nfe_forward": int(sum(m.nfe_forward for m in blocks)),
+        "nfe_backward": int(sum(m.nfe_backward for m in blocks)),
+    }
+
+
+def solver_surrogate(model: nn.Module, **options: object) -> nn.Module:
+    """The same weights integrated by another ODE solver: `model.with_solver(**options)`.
+
+    Options: solver, step_size, adjoint, rtol, atol, max_nfe (see `odenet.ODEClassifier`).
+    A model without an ODE solver (ResNets, ...) is a UserError.
+    """
+    with_solver = getattr(model, "with_solver", None)
+    if with_solver is None:
+        raise UserError(f"{type(model).__name__} has no ODE solver to swap (solver surrogates need an ODE model)")
+    return with_solver(**options)

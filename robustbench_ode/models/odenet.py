@@ -1,0 +1,188 @@
+"""Neural ODE classifier (Chen et al. 2018), the paper's robust model (Sec. 3.2, Appendix A).
+
+downsampling convs -> ODE block (y' = f(t, y) on [0, t1]) -> GroupNorm-ReLU -> global pool -> linear.
+
+- Downsampling adapts to the image: a 3x3 conv lifts to `channels`, then (GroupNorm-ReLU-4x4
+  stride-2 conv) repeats while the side is > 8: 28 -> 14 -> 7, 32 -> 16 -> 8, 8 stays 8.
+- f is Chen et al.'s ODE function generalised to `conv_layers` convolutions:
+  (GroupNorm-ReLU-conv3x3 with t concatenated as an extra input channel) x conv_layers, GroupNorm.
+- Table A1's "convolution layers" (4 on MNIST, 5 on CIFAR-10) is read as the depth of f, the
+  part a Neural ODE's hyper-parameters describe; the downsampling above is not counted.
+
+`ODEClassifier.with_solver` returns a second classifier over the same parameters that
+integrates differently (e.g. rk4 to attack through while dopri5 classifies).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..data.base import DatasetInfo
+from ..registry import MODELS
+from .base import ImageClassifier
+from .ode_block import ODEBlock, SolverConfig
+from .options import require_positive
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups (Wu & He 2018), as Chen et al. and Dupont et al. use."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+class ConcatConv2d(nn.Module):
+    """3x3 conv whose input gets the time t as one extra constant channel."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in + 1, c_out, 3, 1, 1)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        tt = t.to(y).expand(y.shape[0], 1, y.shape[2], y.shape[3])
+        return self.conv(torch.cat([tt, y], dim=1))
+
+
+class ODEFunc(nn.Module):
+    """The learned vector field f(t, y): `conv_layers` x (GroupNorm-ReLU-ConcatConv), then GroupNorm."""
+
+    def __init__(self, channels: int, conv_layers: int) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(group_norm(channels) for _ in range(conv_layers + 1))
+        self.convs = nn.ModuleList(ConcatConv2d(channels, channels) for _ in range(conv_layers))
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        for norm, conv in zip(self.norms, self.convs):
+            y = conv(t, torch.relu(norm(y)))
+        return self.norms[-1](y)
+
+
+def downsampling(in_channels: int, channels: int, image_size: int) -> nn.Sequential:
+    """Lift to `channels` with a 3x3 conv, then halve the side with stride-2 convs while it is > 8."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, 1, 1)]
+    size = image_size
+    while size > 8:
+        layers += [group_norm(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 4, 2, 1)]
+        size //= 2
+    return nn.Sequential(*layers)
+
+
+class ODENet(nn.Module):
+    """downsampling -> ODE block -> head; parts are passed in so a solver variant can share them."""
+
+    def __init__(self, downsample: nn.Module, block: ODEBlock, head: nn.Module) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.block = block
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.block(self.downsample(x)))
+
+
+class ODEClassifier(ImageClassifier):
+    """An `ImageClassifier` over an `ODENet`, with solver surrogates that share its weights."""
+
+    body: ODENet
+
+    def __init__(self, info: DatasetInfo, body: ODENet) -> None:
+        super().__init__(info, body)
+        self.info = info
+
+    def with_solver(
+        self,
+        solver: str,
+        step_size: float = 0.0,
+        adjoint: bool | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        max_nfe: int | None = None,
+    ) -> "ODEClassifier":
+        """A NEW classifier sharing every parameter of this one but integrating with `solver`.
+
+        None keeps this model's value. Used to attack through a fixed-step solver (e.g. rk4 at a
+        small step) while the original classifies with its adaptive one. Raises UserError for an
+        unknown solver or a step size an adaptive solver cannot take.
+        """
+        cfg = self.body.block.config
+        block = self.body.block.with_config(
+            solver=solver,
+            step_size=step_size,
+            adjoint=cfg.adjoint if adjoint is None else adjoint,
+            rtol=cfg.rtol if rtol is None else rtol,
+            atol=cfg.atol if atol is None else atol,
+            max_nfe=cfg.max_nfe if max_nfe is None else max_nfe,
+        )
+        twin = ODEClassifier(self.info, ODENet(self.body.downsample, block, self.body.head))
+        twin.mean, twin.std = self.mean, self.std
+        return twin.train(self.training)
+
+
+def _build(
+    info: DatasetInfo, name: str, channels: int, conv_layers: int, config: SolverConfig
+) -> ODEClassifier:
+    require_positive(name, channels=channels, conv_layers=conv_layers)
+    head = nn.Sequential(
+        group_norm(channels),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(channels, info.num_classes),
+    )
+    block = ODEBlock(ODEFunc(channels, conv_layers), config)
+    body = ODENet(downsampling(info.in_channels, channels, info.image_size), block, head)
+    return ODEClassifier(info, body)
+
+
+@MODELS.register("odenet", "Neural ODE classifier (Chen et al. 2018): downsampling, ODE block via torchdiffeq, head")
+def odenet(
+    info: DatasetInfo,
+    channels: int = 64,
+    conv_layers: int = 2,
+    solver: str = "dopri5",
+    rtol: float = 1e-3,
+    atol: float = 1e-3,
+    t1: float = 1.0,
+    step_size: float = 0.0,
+    adjoint: bool = False,
+    max_nfe: int = 0,
+) -> ODEClassifier:
+    """A CPU-cheap Neural ODE (t1 = 1, 64 channels, f of 2 convs); every option overridable."""
+    config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe)
+    return _build(info, "odenet", channels, conv_layers, config)
+
+
+@MODELS.register("odenet_mnist", "Paper's MNIST Neural ODE (Table A1): f of 4 convs, 128 channels, dopri5, t1=100")
+def odenet_mnist(
+    info: DatasetInfo,
+    channels: int = 128,
+    conv_layers: int = 4,
+    solver: str = "dopri5",
+    rtol: float = 1e-3,
+    atol: float = 1e-3,
+    t1: float = 100.0,
+    step_size: float = 0.0,
+    adjoint: bool = False,
+    max_nfe: int = 0,
+) -> ODEClassifier:
+    """Appendix A's MNIST configuration (tolerances are not given there; Chen et al.'s 1e-3 kept)."""
+    config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe)
+    return _build(info, "odenet_mnist", channels, conv_layers, config)
+
+
+@MODELS.register("odenet_cifar10", "Paper's CIFAR-10 Neural ODE (Table A1): f of 5 convs, 256 channels, dopri5, t1=500")
+def odenet_cifar10(
+    info: DatasetInfo,
+    channels: int = 256,
+    conv_layers: int = 5,
+    solver: str = "dopri5",
+    rtol: float = 1e-3,
+    atol: float = 1e-3,
+    t1: float = 500.0,
+    step_size: float = 0.0,
+    adjoint: bool = False,
+    max_nfe: int = 0,
+) -> ODEClassifier:
+    """Appendix A's CIFAR-10 configuration (tolerances are not given there; Chen et al.'s 1e-3 kept)."""
+    config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe)
+    return _build(info, "odenet_cifar10", channels, conv_layers, config)

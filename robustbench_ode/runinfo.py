@@ -1,0 +1,92 @@
+"""Provenance recorded next to every result: versions, device, seed, and the command line."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .errors import UserError
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a result depends on."""
+    import foolbox
+    import torchdiffeq
+    import torchvision
+
+    return {
+        "odebench": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "torchdiffeq": getattr(torchdiffeq, "__version__", "unknown"),
+        "foolbox": foolbox.__version__,
+    }
+
+
+def device_description(device: torch.device) -> str:
+    """A human-readable description of the compute device."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; 'cuda' without a GPU is a UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, got '{name}'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch RNGs."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def provenance(seed: int, device: torch.device) -> dict[str, Any]:
+    """Everything needed to say where and how a result was produced."""
+    return {
+        "seed": seed,
+        "device": str(device),
+        "device_name": device_description(device),
+        "versions": versions(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so that a crash leaves either the old or the new content, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Atomically write pretty JSON."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,1 @@
+"""Training: the epoch loop (trainer) and training methods (loss strategies)."""

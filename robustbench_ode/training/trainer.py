@@ -1,0 +1,267 @@
+"""The epoch loop: deterministic, resumable training that writes a safe checkpoint.
+
+Resume equivalence: each epoch's shuffling comes from a generator seeded with (seed, epoch), and
+the global RNG state is saved with the optimiser after every completed epoch, so a run resumed
+from epoch k computes exactly what an uninterrupted run computes.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import save_checkpoint
+from ..data import Splits, load_dataset
+from ..errors import UserError
+from ..models import build_model
+from ..models.base import nfe_of
+from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
+from .methods import build_method
+
+STATE = "train_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (recorded in the run dir)."""
+
+    model: str
+    dataset: str = "digits"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    download: bool = False
+    subset: int | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "auto"  # auto: adam for Neural ODEs (paper, App. A), sgd otherwise (He et al.)
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    schedule: str = "auto"  # auto | halve | multistep | constant
+    lr_step: int = 50  # epochs between halvings for the 'halve' schedule
+    method: str = "standard"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"  # none | bf16
+    eval_batch_size: int = 500
+
+    def validate(self) -> None:
+        """Range checks on numbers; a violation is a UserError."""
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("auto", "sgd", "adam"):
+            raise UserError(f"--optimizer must be auto, sgd or adam, got '{self.optimizer}'")
+        if self.schedule not in ("auto", "halve", "multistep", "constant"):
+            raise UserError(f"--schedule must be auto, halve, multistep or constant, got '{self.schedule}'")
+        if self.amp not in ("none", "bf16"):
+            raise UserError(f"--amp must be none or bf16, got '{self.amp}'")
+        if self.lr_step < 1:
+            raise UserError(f"--lr-step must be >= 1, got {self.lr_step}")
+
+
+def _resumable_part(config: dict[str, Any]) -> dict[str, Any]:
+    """The config fields a resume must keep: all but the device and the (extendable) epoch count."""
+    return {k: v for k, v in config.items() if k not in ("device", "epochs")}
+
+
+def is_ode_model(model: nn.Module) -> bool:
+    """True when the model integrates an ODE (it has NFE counters)."""
+    return nfe_of(model) is not None
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any, dict]:
+    """The paper's recipes: Adam halved every 50 epochs (Neural ODE), SGD 0.1 with /10 at 50%/75% (ResNet)."""
+    ode = is_ode_model(model)
+    opt_name = cfg.optimizer if cfg.optimizer != "auto" else ("adam" if ode else "sgd")
+    if opt_name == "adam":
+        lr = cfg.lr or 1e-3
+        wd = cfg.weight_decay or 0.0
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
+    else:
+        lr = cfg.lr or 0.1
+        wd = 1e-4 if cfg.weight_decay is None else cfg.weight_decay
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=wd)
+    schedule = cfg.schedule if cfg.schedule != "auto" else ("halve" if opt_name == "adam" else "multistep")
+    if schedule == "halve":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=0.5)
+    elif schedule == "multistep":
+        milestones = sorted({max(1, round(cfg.epochs * 0.5)), max(1, round(cfg.epochs * 0.75))})
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    resolved = {"optimizer": opt_name, "lr": lr, "weight_decay": wd, "schedule": schedule}
+    return opt, sched, resolved
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked (fast on AMX CPUs and GPUs); a no-op otherwise."""
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Clean accuracy in fp32, eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        correct += (model(xb).argmax(1) == yb).sum().item()
+    model.train(was_training)
+    return correct / max(1, len(x))
+
+
+EpochCallback = Callable[[dict[str, Any]], None]
+BatchCallback = Callable[[int, int, float, float, dict | None, float], None]
+
+
+class Trainer:
+    """Trains one model into a run directory, resuming from its last completed epoch."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, resume: bool = False) -> None:
+        cfg.validate()
+        self.cfg, self.out, self.resume = cfg, Path(out), resume
+        self.device = resolve_device(cfg.device)
+        if self.out.exists() and any(self.out.iterdir()) and not resume:
+            raise UserError(f"run dir '{self.out}' is not empty: pass --resume to continue it, or choose another --out")
+        self.method = build_method(cfg.method, cfg.method_options)
+        self.splits: Splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.subset)
+        seed_everything(cfg.seed)
+        self.model = build_model(cfg.model, self.splits.info, **cfg.model_options).to(self.device)
+        self.model_options = self._resolved_model_options()
+        self.optimizer, self.scheduler, self.resolved = make_optimizer(cfg, self.model)
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.wall = 0.0
+        if resume:
+            self._load_state()
+
+    def _resolved_model_options(self) -> dict[str, Any]:
+        from ..models import MODELS
+
+        return MODELS.get(self.cfg.model).parse_options(self.cfg.model_options)
+
+    def _load_state(self) -> None:
+        state_file = self.out / STATE
+        if not state_file.exists():
+            raise UserError(f"nothing to resume in '{self.out}' (no {STATE})")
+        try:
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or foreign file
+            raise UserError(f"cannot resume from '{state_file}': {str(exc).splitlines()[0]}") from None
+        if _resumable_part(state.get("config", {})) != _resumable_part(asdict(self.cfg)):
+            raise UserError(f"'{self.out}' was trained with a different configuration; use another --out")
+        if self.cfg.epochs < state["epoch"]:
+            raise UserError(f"--epochs {self.cfg.epochs} is below the {state['epoch']} epochs already trained")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        self.start_epoch, self.history, self.wall = state["epoch"], state["history"], state["wall"]
+
+    def _save_state(self, epoch: int) -> None:
+        state = {
+            "config": asdict(self.cfg),
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "history": self.history,
+            "wall": self.wall,
+        }
+        tmp = self.out / f".{STATE}.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.out / STATE)
+
+    def _train_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.splits.train_x, self.splits.train_y
+        if self.device.type == "cuda" and x.numel() * 4 < 0.5 * torch.cuda.mem_get_info(self.device)[0]:
+            return x.to(self.device), y.to(self.device)  # keep data on the GPU when it fits
+        return x, y
+
+    def run(self, on_batch: BatchCallback | None = None, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+        """Train the remaining epochs, saving state after each; write the checkpoint at the end."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out / "config.json", asdict(cfg) | {"resolved": self.resolved})
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        x_all, y_all = self._train_data()
+        n = len(x_all)
+        for epoch in range(self.start_epoch, cfg.epochs):
+            self.model.train()
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+            t0 = time.perf_counter()
+            seen, loss_sum, correct = 0, 0.0, 0
+            for b, i in enumerate(range(0, n, cfg.batch_size)):
+                idx = order[i : i + cfg.batch_size]
+                xb = x_all[idx.to(x_all.device)].to(self.device, non_blocking=True)
+                yb = y_all[idx.to(y_all.device)].to(self.device, non_blocking=True)
+                with autocast(self.device, cfg.amp):
+                    loss, logits = self.method.train_step(self.model, self.optimizer, xb, yb)
+                seen += len(yb)
+                loss_sum += loss * len(yb)
+                correct += (logits.argmax(1) == yb).sum().item()
+                if on_batch:
+                    rate = seen / max(1e-9, time.perf_counter() - t0)
+                    on_batch(epoch, b, loss_sum / seen, correct / seen, nfe_of(self.model), rate)
+            self.scheduler.step()
+            dt = time.perf_counter() - t0
+            self.wall += dt
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(1, seen),
+                "train_acc": correct / max(1, seen),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": round(dt, 3),
+                "img_per_s": round(seen / max(1e-9, dt), 1),
+                **(nfe_of(self.model) or {}),
+            }
+            self.history.append(record)
+            self._save_state(epoch + 1)
+            if on_epoch:
+                on_epoch(record)
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate clean test accuracy in fp32 and write the checkpoint with full metadata."""
+        test_acc = evaluate(self.model, self.splits.test_x, self.splits.test_y, self.cfg.eval_batch_size, self.device)
+        rates = [h["img_per_s"] for h in self.history]
+        meta = {
+            "model": self.cfg.model,
+            "model_options": self.model_options,
+            "dataset": self.cfg.dataset,
+            "dataset_info": self.splits.info.to_dict(),
+            "normalisation": {"mean": list(self.splits.info.mean), "std": list(self.splits.info.std)},
+            "train_size": len(self.splits.train_y),
+            "test_size": len(self.splits.test_y),
+            "epochs": self.cfg.epochs,
+            "method": self.cfg.method,
+            "method_options": self.cfg.method_options,
+            "training": self.resolved | {"batch_size": self.cfg.batch_size, "amp": self.cfg.amp},
+            "metrics": {
+                "test_acc": test_acc,
+                "final_train_loss": self.history[-1]["train_loss"] if self.history else None,
+                "img_per_s": round(sum(rates) / len(rates), 1) if rates else None,
+            },
+            "history": self.history,
+            "wall_time_s": round(self.wall, 2),
+            "completed": True,
+            **provenance(self.cfg.seed, self.device),
+        }
+        save_checkpoint(self.out, self.model, meta)
+        return meta

@@ -1,0 +1,18 @@
+"""Fixtures shared by every test file."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real data (MNIST/raw, CIFAR10-JPEG): `$ODEBENCH_SHARED_DATA`, else `<repo>/../shared/data`."""
+    path = Path(os.environ.get("ODEBENCH_SHARED_DATA") or REPO.parent / "shared" / "data")
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (set ODEBENCH_SHARED_DATA to the folder holding MNIST/, CIFAR10-JPEG/)")
+    return path
