@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import UserError
 from ..registry import DATASETS
@@ -22,6 +24,7 @@ from .base import DatasetInfo, Splits, channel_stats, default_data_dir
 from .downloads import one_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+GREY_MODES = ("1", "L", "LA")
 SPLITS = ("train", "test")
 
 
@@ -122,18 +125,14 @@ def list_tree(root: Path) -> tuple[list[str], dict[str, list[ImageFile]]]:
 
 
 def decode(path: Path) -> torch.Tensor:
-    """One image file -> uint8 (C, H, W) with C = 1 (grey) or 3 (colour); alpha is dropped."""
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import to_dtype
-
+    """One 8-bit PNG/JPEG file -> uint8 (C, H, W) with C = 1 (grey) or 3 (colour); alpha is dropped."""
     try:
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        img = decode_image(data, mode=ImageReadMode.UNCHANGED)
-    except (RuntimeError, ValueError, OSError) as exc:
+        with Image.open(path, formats=("PNG", "JPEG")) as img:
+            pixels = np.array(img.convert("L" if img.mode in GREY_MODES else "RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # unreadable files raise OSError
         raise UserError(f"{path} is not a readable image ({one_line(exc)[:120]})") from exc
-    if img.dtype != torch.uint8:  # 16-bit PNG
-        img = to_dtype(img, torch.uint8, scale=True)
-    return img[:1] if img.shape[0] <= 2 else img[:3]
+    x = torch.from_numpy(pixels)
+    return x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
 
 
 def _check_sizes(root: Path, listing: dict[str, list[ImageFile]], images: dict[str, list[torch.Tensor]]) -> None:
