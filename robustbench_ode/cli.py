@@ -215,7 +215,7 @@ def report(
     if not results.is_file():
         raise UserError(f"results file '{results}' does not exist")
     ResultStore(results)  # validates that it is ours
-    console.print(render(results, out, _paper_name(paper)), markup=False, highlight=False)
+    console.print(render(results, out, _paper_name(paper)), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,19 +1,27 @@
-"""Runs an attack job with a progress line per cell and prints the resulting table."""
+"""Runs an attack job with a rich progress bar per cell and prints the resulting table."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .evaluation.session import AttackJob, run_job
 
 
 def run_attack_command(job: AttackJob, console: Console) -> str:
-    """Run the job, showing which cell is being computed; print the Markdown table."""
-    with console.status("loading checkpoints and data") as status:
-        def on_cell(label: str) -> None:
-            status.update(f"attacking {label}")
-            console.print(f"[dim]cell[/dim] {label}", highlight=False)
+    """Run the job with one progress bar per cell (samples attacked); print the Markdown table."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bars:
+        current: dict[str, int] = {}
 
-        _, text = run_job(job, on_cell)
-    console.print(text, markup=False, highlight=False)
+        def on_cell(label: str) -> None:
+            if "task" in current:
+                bars.update(current["task"], visible=False)
+            current["task"] = bars.add_task(label, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bars.update(current["task"], completed=done, total=total)
+
+        _, text = run_job(job, on_cell, progress)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {job.out / 'results.csv'}, results.md, accuracy_vs_eps.png")
     return text

@@ -9,9 +9,8 @@ cached as uint8 keyed by the tree's content (`tensor_cache`), so later loads tak
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,8 +27,7 @@ GREY_MODES = ("1", "L", "LA")
 SPLITS = ("train", "test")
 
 
-@dataclass(frozen=True)
-class ImageFile:
+class ImageFile(NamedTuple):
     """One listed image: path relative to the tree (POSIX), size, mtime_ns, label."""
 
     rel: str

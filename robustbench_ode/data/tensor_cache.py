@@ -52,7 +52,7 @@ def load(root: Path, key: str) -> dict[str, Any] | None:
 
 def save(root: Path, key: str, payload: dict[str, Any]) -> Path | None:
     """Write `payload` (plus its fingerprint) atomically; returns the file, or None if nowhere is writable."""
-    payload = {**payload, "fingerprint": key, "format": FORMAT}
+    payload = {**payload, "fingerprint": key}
     locations = _locations(root) if _writable(root) else _locations(root)[1:]
     errors = []
     for directory, stem in locations:

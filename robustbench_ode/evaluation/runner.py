@@ -85,21 +85,17 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
     return torch.cat(preds), nfes
 
 
-def craft(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, batch_size: int,
-          device: torch.device) -> torch.Tensor:
-    """Adversarial examples for all of x, in batches, returned on CPU."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        out.append(attack(model, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), eps).cpu())
-    return torch.cat(out) if out else x.clone()
+Progress = Callable[[int, int], None]
 
 
-def minimal_distances(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                      device: torch.device) -> torch.Tensor:
-    """Smallest adversarial perturbation norm per sample found by a minimisation attack."""
+def batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+            batch_size: int, device: torch.device, progress: Progress | None = None) -> torch.Tensor:
+    """Apply `fn(x_batch, y_batch)` on the device batch by batch; concatenate results on the CPU."""
     out = []
     for i in range(0, len(x), batch_size):
-        out.append(attack.min_perturbation(model, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).cpu())
+        out.append(fn(x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).cpu())
+        if progress:
+            progress(min(i + batch_size, len(x)), len(x))
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -108,11 +104,12 @@ class Runner:
 
     def __init__(self, store: ResultStore, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
                  device: torch.device, dataset_label: str, eps_scale: float = 1.0,
-                 on_cell: Callable[[str], None] | None = None) -> None:
+                 on_cell: Callable[[str], None] | None = None, progress: Progress | None = None) -> None:
         self.store, self.x, self.y = store, x, y
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.dataset_label, self.eps_scale = dataset_label, eps_scale
         self.on_cell = on_cell or (lambda _msg: None)
+        self.progress = progress
         self._clean: dict[str, tuple[torch.Tensor, list[int]]] = {}
 
     def clean(self, target: Target) -> tuple[torch.Tensor, list[int]]:
@@ -170,6 +167,9 @@ class Runner:
         )
         return row
 
+    def _craft(self, attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        return batched(lambda xb, yb: attack(model, xb, yb, eps), x, y, self.batch_size, self.device, self.progress)
+
     def _bounded_cell(self, target: Target, spec: AttackSpec, eps: float, source: Target | None) -> dict[str, Any]:
         t0 = time.perf_counter()
         seed_everything(cell_seed(self.seed, target.sha, source.sha if source else "", spec.name, spec.args_text, eps))
@@ -181,11 +181,11 @@ class Runner:
         if eps > 0:
             if source is None:
                 idx = torch.nonzero(correct).flatten()  # misclassified samples need no attack
-                x_adv = craft(attack, target.model, self.x[idx], self.y[idx], eps, self.batch_size, self.device)
+                x_adv = self._craft(attack, target.model, self.x[idx], self.y[idx], eps)
                 pred, _ = predict(target.model, x_adv, self.batch_size, self.device)
                 robust[idx] = pred == self.y[idx]
             else:
-                x_adv = craft(attack, source.model, self.x, self.y, eps, self.batch_size, self.device)
+                x_adv = self._craft(attack, source.model, self.x, self.y, eps)
                 pred, _ = predict(target.model, x_adv, self.batch_size, self.device)
                 robust = pred == self.y
         return self._finish(row, correct, robust, attack, nfes, t0)
@@ -202,7 +202,8 @@ class Runner:
         correct, nfes = self.clean(target)
         idx = torch.nonzero(correct).flatten()
         dist = torch.full((len(self.y),), 0.0)
-        dist[idx] = minimal_distances(attack, target.model, self.x[idx], self.y[idx], self.batch_size, self.device)
+        dist[idx] = batched(lambda xb, yb: attack.min_perturbation(target.model, xb, yb), self.x[idx], self.y[idx],
+                            self.batch_size, self.device, self.progress)
         rows = []
         for eps in eps_todo:
             row = self._row(target, spec, attack, eps, source)

@@ -71,8 +71,8 @@ class TrainConfig:
 
 
 def _resumable_part(config: dict[str, Any]) -> dict[str, Any]:
-    """The config fields a resume must keep: all but the device and the (extendable) epoch count."""
-    return {k: v for k, v in config.items() if k not in ("device", "epochs")}
+    """The config fields a resume must keep: all but the device (the lr schedule depends on epochs)."""
+    return {k: v for k, v in config.items() if k != "device"}
 
 
 def is_ode_model(model: nn.Module) -> bool:
@@ -163,9 +163,8 @@ class Trainer:
         except Exception as exc:  # a truncated or foreign file
             raise UserError(f"cannot resume from '{state_file}': {str(exc).splitlines()[0]}") from None
         if _resumable_part(state.get("config", {})) != _resumable_part(asdict(self.cfg)):
-            raise UserError(f"'{self.out}' was trained with a different configuration; use another --out")
-        if self.cfg.epochs < state["epoch"]:
-            raise UserError(f"--epochs {self.cfg.epochs} is below the {state['epoch']} epochs already trained")
+            raise UserError(f"'{self.out}' was started with a different configuration (see its config.json); "
+                            "resume with the same options or choose another --out")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

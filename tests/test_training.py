@@ -1,0 +1,96 @@
+"""Training: it learns, it resumes to the exact same result, and it protects existing runs."""
+import pytest
+import torch
+
+from robustbench_ode.errors import UserError
+from robustbench_ode.training.trainer import STATE, TrainConfig, Trainer, make_optimizer
+
+from .helpers import TINY
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def test_a_tiny_resnet_learns_the_digits(tmp_path):
+    meta = Trainer(TrainConfig(**(TINY | {"epochs": 3})), tmp_path / "run").run()
+    assert meta["history"][-1]["train_loss"] < meta["history"][0]["train_loss"]
+    assert meta["metrics"]["test_acc"] > 0.8
+    assert meta["metrics"]["img_per_s"] > 0
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    cfg = TINY | {"epochs": 3}
+    straight = Trainer(TrainConfig(**cfg), tmp_path / "straight")
+    straight.run()
+
+    def interrupt_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(**cfg), tmp_path / "cut").run(on_epoch=interrupt_after_first_epoch)
+    assert (tmp_path / "cut" / STATE).exists() and not (tmp_path / "cut" / "meta.json").exists()
+    resumed = Trainer(TrainConfig(**cfg), tmp_path / "cut", resume=True)
+    assert resumed.start_epoch == 1
+    resumed.run()
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_an_existing_run_dir_is_not_overwritten_without_resume(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("keep me")
+    with pytest.raises(UserError, match="--resume"):
+        Trainer(TrainConfig(**TINY), tmp_path / "run")
+    assert (tmp_path / "run" / "precious.txt").read_text() == "keep me"
+
+
+def test_resuming_with_different_options_is_refused(tmp_path):
+    def stop(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(**TINY), tmp_path / "run").run(on_epoch=stop)
+    with pytest.raises(UserError, match="different configuration"):
+        Trainer(TrainConfig(**(TINY | {"lr": 0.01})), tmp_path / "run", resume=True)
+
+
+def test_resuming_an_empty_dir_says_there_is_nothing_to_resume(tmp_path):
+    with pytest.raises(UserError, match="nothing to resume"):
+        Trainer(TrainConfig(**TINY), tmp_path / "none", resume=True)
+
+
+def test_recipes_follow_the_paper_adam_halving_for_odes_sgd_steps_for_resnets():
+    from robustbench_ode.data import load_dataset
+    from robustbench_ode.models import build_model
+
+    info = load_dataset("digits").info
+    ode = build_model("odenet", info, channels=4)
+    opt, sched, resolved = make_optimizer(TrainConfig(model="odenet", epochs=200), ode)
+    assert resolved == {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "halve"}
+    lrs = []
+    for _ in range(101):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    assert lrs[49] == 1e-3 and lrs[50] == 5e-4 and lrs[100] == 2.5e-4
+
+    net = build_model("resnet_small", info, width=4)
+    opt, sched, resolved = make_optimizer(TrainConfig(model="resnet_small", epochs=8), net)
+    assert resolved == {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "schedule": "multistep"}
+    assert opt.param_groups[0]["momentum"] == 0.9
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    assert lrs == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"), ({"lr": -1.0}, "--lr"),
+    ({"optimizer": "rmsprop"}, "--optimizer"), ({"amp": "fp8"}, "--amp"), ({"schedule": "cosine"}, "--schedule"),
+])
+def test_out_of_range_settings_are_user_errors(tmp_path, bad, message):
+    with pytest.raises(UserError, match=message):
+        Trainer(TrainConfig(**(TINY | bad)), tmp_path / "run")
