@@ -228,3 +228,48 @@ def quickstart(
     from .experiments.quickstart import run_quickstart
 
     run_quickstart(out, device, console, seed)
+
+
+@app.command()
+def audit(
+    checkpoint: Path = typer.Argument(..., help="checkpoint dir to audit"),
+    data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
+    n_samples: int = typer.Option(200, help="test images (class-balanced, deterministic)"),
+    eps: Optional[str] = typer.Option(None, help="L∞ radius the attacks are compared at (default 0.1 grey, 8/255 colour)"),
+    large_eps: str = typer.Option("0.5", help="L∞ radius where accuracy must reach chance"),
+    square_queries: int = typer.Option(300, help="Square attack queries per image"),
+    spsa_steps: int = typer.Option(20, help="SPSA steps"),
+    spsa_samples: int = typer.Option(32, help="SPSA perturbation pairs per step"),
+    boundary_steps: int = typer.Option(100, help="Boundary attack steps (0 skips it)"),
+    apgd_steps: int = typer.Option(100, help="APGD-CE steps"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output dir (default <checkpoint>/audit)"),
+    seed: int = typer.Option(0, help="seed of the attacks"),
+) -> None:
+    """Check a checkpoint for gradient masking (Carlini et al. 2019); write audit.md / audit.json."""
+    from .audit.command import parse_radius, run_audit
+
+    run_audit(checkpoint, console, data_dir=data_dir, n_samples=n_samples,
+              eps=None if eps is None else parse_radius("--eps", eps), large_eps=parse_radius("--large-eps", large_eps),
+              device=device, out=out, seed=seed, square_queries=square_queries, spsa_steps=spsa_steps,
+              spsa_samples=spsa_samples, boundary_steps=boundary_steps, apgd_steps=apgd_steps)
+
+
+@app.command()
+def stability(
+    checkpoints: Optional[list[Path]] = typer.Argument(None, help="checkpoint dirs to measure"),
+    checkpoint: Optional[list[Path]] = typer.Option(None, "--checkpoint", "-c", help="more checkpoints (repeatable)"),
+    n_samples: int = typer.Option(64, help="test images (class-balanced, deterministic)"),
+    sizes: str = typer.Option("1e-3,1e-2,1e-1", help="L2 sizes of the input perturbations, comma list"),
+    kinds: str = typer.Option("random,adversarial", help="perturbation directions: random (Gaussian), adversarial (FGSM)"),
+    time_points: int = typer.Option(11, help="time grid points for Neural ODEs"),
+    data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output dir (default <checkpoint>/stability, or runs/stability for several)"),
+    seed: int = typer.Option(0, help="seed of the random perturbations"),
+) -> None:
+    """Measure how input perturbations grow along depth (paper's Theorem 3.1); CSV, plot, summary."""
+    from .audit.command import parse_kinds, parse_sizes, run_stability
+
+    run_stability([*(checkpoints or []), *(checkpoint or [])], console, n_samples=n_samples, sizes=parse_sizes(sizes),
+                  kinds=parse_kinds(kinds), points=time_points, data_dir=data_dir, device=device, out=out, seed=seed)

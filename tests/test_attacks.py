@@ -27,6 +27,13 @@ FAST = {
     "spsa": {"steps": 5, "samples": 8},
     "square": {"queries": 50},
 }
+# non-default settings that take other code paths
+VARIANTS = [
+    ("apgd", {"loss": "dlr", "restarts": 2}),
+    ("cw", {"kappa": 2.0}),
+    ("difgsm", {"momentum": 1.0, "prob": 1.0}),
+    ("pgd", {"norm": "l2", "step_size": 0.2, "loss": "margin", "restarts": 2}),
+]
 EPS = {"linf": 0.1, "l2": 1.0}
 LARGE_EPS = {"linf": 0.3, "l2": 3.0}
 
@@ -123,10 +130,10 @@ def test_every_attack_declares_its_contract(name):
         assert callable(attack.min_perturbation)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_every_attack_stays_in_the_eps_ball_and_the_pixel_box(name, trained, batch):
+@pytest.mark.parametrize("name, options", [(name, {}) for name in ALL] + VARIANTS)
+def test_every_attack_stays_in_the_eps_ball_and_the_pixel_box(name, options, trained, batch):
     x, y = batch
-    attack = build(name)
+    attack = build(name, **options)
     eps = EPS[attack.norm]
     x_adv = attack(trained, x, y, eps)
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not x_adv.requires_grad
@@ -231,9 +238,9 @@ def test_finished_samples_cost_no_more_gradient_calls(name, trained, batch):
     x, y = batch
     attack = build(name, steps=20)
     x_adv = attack(trained, x, y, LARGE_EPS[attack.norm])
-    wrong = attack.succeeded(trained(x_adv).detach(), y)
-    assert wrong.float().mean() > 0.5
-    assert attack.grad_calls < 20 * len(x)
+    attacked = round(accuracy(trained, x, y) * len(x))  # the clean check settles the rest
+    assert accuracy(trained, x_adv, y) < 0.5
+    assert attack.grad_calls < 20 * attacked
 
 
 def test_difgsm_without_diversity_or_momentum_is_ifgsm_bit_for_bit(trained, batch):

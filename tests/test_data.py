@@ -58,7 +58,8 @@ def write_cifar_batches(root: Path, per_batch: int = 4) -> tuple[torch.Tensor, t
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (per_batch, 3 * 32 * 32), dtype=np.uint8)
         batch_labels = rng.integers(0, 10, per_batch).tolist()
-        entry = {"batch_label": name, "labels": batch_labels, "data": data, "filenames": [f"{i}.png" for i in range(per_batch)]}
+        entry = {"batch_label": name, "labels": batch_labels, "data": data,
+                 "filenames": [f"{i}.png" for i in range(per_batch)]}
         blob = pickle.dumps(entry, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
         (folder / name).write_bytes(blob)
         images.append(torch.from_numpy(data).reshape(-1, 3, 32, 32))

@@ -40,7 +40,7 @@ JPEG_INFO = DatasetInfo(
 )
 
 
-@DATASETS.register("cifar10", "CIFAR-10 official python batches, from <data-dir>/cifar-10-batches-py (--download fetches them)")
+@DATASETS.register("cifar10", "CIFAR-10, official python batches in <data-dir>/cifar-10-batches-py (--download)")
 def cifar10(root: Path | None = None, download: bool = False) -> Splits:
     """Load the official CIFAR-10 batches (50,000 train / 10,000 test, 3x32x32)."""
     from torchvision.datasets import CIFAR10
@@ -60,7 +60,7 @@ def cifar10(root: Path | None = None, download: bool = False) -> Splits:
     return Splits(INFO, train_x.float().div_(255), train_y, test_x.float().div_(255), test_y)
 
 
-@DATASETS.register("cifar10-jpeg", "All 60k CIFAR-10 images as JPEG q75, from the image folder <data-dir>/CIFAR10-JPEG")
+@DATASETS.register("cifar10-jpeg", "All 60k CIFAR-10 images as JPEG q75: the image folder <data-dir>/CIFAR10-JPEG")
 def cifar10_jpeg(root: Path | None = None, download: bool = False) -> Splits:
     """Load `<root>/CIFAR10-JPEG/{train,test}/<class>/*.jpg`; there is nothing to download."""
     root = Path(root) if root is not None else default_data_dir()

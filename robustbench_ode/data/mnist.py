@@ -30,7 +30,7 @@ INFO = DatasetInfo(
 )
 
 
-@DATASETS.register("mnist", "MNIST 28x28 digits via torchvision, from <data-dir>/MNIST/raw (--download fetches it)")
+@DATASETS.register("mnist", "MNIST 28x28 digits via torchvision, from <data-dir>/MNIST/raw (--download)")
 def mnist(root: Path | None = None, download: bool = False) -> Splits:
     """Load MNIST; a training set smaller than the official 60,000 is stated in the info's note."""
     from torchvision.datasets import MNIST
@@ -39,7 +39,8 @@ def mnist(root: Path | None = None, download: bool = False) -> Splits:
     if download:
         fetch_quietly(lambda: MNIST(str(root), train=True, download=True), "MNIST", root)
     raw = root / "MNIST" / "raw"
-    require_files("MNIST", raw, FILES, "pass --download to fetch it, or --data-dir to point at the folder holding MNIST/")
+    hint = "pass --download to fetch it, or --data-dir to point at the folder holding MNIST/"
+    require_files("MNIST", raw, FILES, hint)
     try:
         train, test = MNIST(str(root), train=True), MNIST(str(root), train=False)
     except (RuntimeError, ValueError, OSError) as exc:

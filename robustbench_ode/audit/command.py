@@ -1,0 +1,137 @@
+"""Bodies of `odebench audit` and `odebench stability`: load checkpoints and test data, run,
+print, write files. The CLI only parses."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from ..checkpoint import load_checkpoint
+from ..data import balanced_subset, load_dataset
+from ..data.base import DatasetInfo
+from ..errors import UserError
+from ..registry import parse_number
+from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
+from .checks import AuditConfig, AuditResult, run_checks
+from .report import verdict_line, verdict_table, write_audit
+from .stability import KINDS, stability_rows
+from .stability_report import plot_amplification, summary, summary_table, write_csv
+
+
+def default_eps(info: DatasetInfo) -> float:
+    """The L∞ radius compared at when none is given: 0.1 for grey digits, 8/255 for colour images."""
+    return 0.1 if info.in_channels == 1 else 8 / 255
+
+
+def _test_samples(meta: dict[str, Any], data_dir: str | None, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
+    if n_samples < 1:
+        raise UserError(f"--n-samples must be >= 1, got {n_samples}")
+    splits = load_dataset(meta["dataset"], data_dir)
+    idx = balanced_subset(splits.test_y, n_samples)
+    return splits.test_x[idx], splits.test_y[idx], splits.info
+
+
+def run_audit(
+    checkpoint: Path, console: Console, *, data_dir: str | None = None, n_samples: int = 200,
+    eps: float | None = None, large_eps: float = 0.5, device: str = "auto", out: Path | None = None, seed: int = 0,
+    **budgets: int,
+) -> AuditResult:
+    """Audit one checkpoint for gradient masking; write audit.md / audit.json (default
+    `<checkpoint>/audit`) and print the verdict table and line. Fails are reported, not raised."""
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    x, y, info = _test_samples(meta, data_dir, n_samples)
+    eps = default_eps(info) if eps is None else eps
+    for name, value in (("--eps", eps), ("--large-eps", large_eps)):
+        if not 0 < value <= 1:
+            raise UserError(f"{name} must be in (0, 1] (pixel units), got {value}")
+    for name, value in budgets.items():
+        if value < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    cfg = AuditConfig(eps=eps, large_eps=large_eps, seed=seed, **budgets)
+    seed_everything(seed)
+    t0 = time.perf_counter()
+    with console.status("auditing") as status:
+        result = run_checks(model, x, y, cfg, dev, on_check=lambda name: status.update(f"audit: {name}"))
+    wall = round(time.perf_counter() - t0, 1)
+    header = {"checkpoint": str(checkpoint), "model": meta["model"], "dataset": info.label,
+              "eps (L∞)": round(eps, 6), "wall_s": wall}
+    out = Path(out) if out is not None else Path(checkpoint) / "audit"
+    write_audit(out, result, header, provenance(seed, dev))
+    console.print(verdict_table(result, f"gradient-masking audit of {Path(checkpoint).name} ({info.label}, "
+                                        f"{result.n} test images, {wall:g} s)"))
+    style = {"pass": "green", "warn": "yellow", "fail": "bold red"}[result.verdict]
+    console.print(f"[{style}]{verdict_line(result)}[/]")
+    console.print(f"wrote {out / 'audit.md'} and audit.json")
+    return result
+
+
+def parse_radius(flag: str, text: str) -> float:
+    """'0.3' or '8/255' -> a float (range checks happen in `run_audit`)."""
+    try:
+        return parse_number(text)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{flag} '{text}' is not a number (examples: 0.3, 8/255)") from None
+
+
+def parse_sizes(text: str) -> list[float]:
+    """'1e-3,1e-2,1e-1' -> positive floats."""
+    try:
+        sizes = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--sizes must be comma-separated numbers, got {text!r}") from None
+    if not sizes or any(not s > 0 for s in sizes):
+        raise UserError(f"--sizes must be positive numbers, got {text!r}")
+    return sizes
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """'random,adversarial' -> validated kinds."""
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if not kinds or bad:
+        raise UserError(f"--kinds must be a comma list of {', '.join(KINDS)}, got {text!r}")
+    return kinds
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """Checkpoint directory names, or full paths where two would share a name."""
+    names = [Path(p).resolve().name for p in paths]
+    return [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names)]
+
+
+def run_stability(
+    checkpoints: list[Path], console: Console, *, n_samples: int = 64, sizes: list[float] | None = None,
+    kinds: tuple[str, ...] = KINDS, points: int = 11, data_dir: str | None = None, device: str = "auto",
+    out: Path | None = None, seed: int = 0,
+) -> list[dict]:
+    """Measure perturbation growth along depth for each checkpoint; write stability.csv,
+    stability.png and stability.json (summary + provenance) into `out` (default
+    `<checkpoint>/stability` for one checkpoint, `runs/stability` for several)."""
+    if not checkpoints:
+        raise UserError("give at least one checkpoint (as arguments or with --checkpoint)")
+    sizes = sizes or [1e-3, 1e-2, 1e-1]
+    dev = resolve_device(device)
+    loaded = [load_checkpoint(p, dev) for p in checkpoints]
+    rows: list[dict] = []
+    with console.status("measuring") as status:
+        for name, (model, meta) in zip(_names(checkpoints), loaded):
+            status.update(f"stability: {name}")
+            x, y, _ = _test_samples(meta, data_dir, n_samples)
+            seed_everything(seed)
+            rows += stability_rows(model, name, x.to(dev), y.to(dev), sizes, kinds, points, seed)
+    out = Path(out) if out is not None else (Path(checkpoints[0]) / "stability" if len(checkpoints) == 1
+                                             else Path("runs") / "stability")
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "stability.csv")
+    plot_amplification(rows, out / "stability.png")
+    atomic_write_json(out / "stability.json", {
+        "checkpoints": [str(p) for p in checkpoints], "n_samples": n_samples, "sizes": sizes, "kinds": list(kinds),
+        "time_points": points, "summary": summary(rows), "provenance": provenance(seed, dev),
+    })
+    console.print(summary_table(rows))
+    console.print(f"wrote {out / 'stability.csv'}, stability.png and stability.json")
+    return rows

@@ -1,0 +1,98 @@
+"""Input-gradient health: how many gradients are zero, non-finite or vanishing, and whether they
+agree with finite differences of the loss (Athalye et al. 2018: shattered gradients; Carlini et
+al. 2019, Sec. 5: "compare against finite differences")."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attacks.base import eval_mode
+
+VANISHING = 1e-12  # an L2 norm below this moves no attack step in float32
+
+
+@dataclass(frozen=True)
+class GradientStats:
+    """Shares of samples whose cross-entropy input gradient is exactly zero, has a NaN/inf, or has
+    L2 norm < 1e-12 (zero included), and per-sample cosines with a finite-difference estimate."""
+
+    n: int
+    zero: float
+    nonfinite: float
+    vanishing: float
+    cosines: list[float]
+
+    @property
+    def median_cosine(self) -> float:
+        return float(torch.tensor(self.cosines).median()) if self.cosines else float("nan")
+
+
+def input_gradients(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> Tensor:
+    """Gradient of each sample's cross-entropy w.r.t. its input, in eval mode, in batches."""
+    grads = []
+    with eval_mode(model), torch.enable_grad():
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].detach().requires_grad_(True)
+            loss = F.cross_entropy(model(xb), y[i : i + batch_size], reduction="sum")
+            grads.append(torch.autograd.grad(loss, xb)[0].detach())
+    return torch.cat(grads) if grads else torch.zeros_like(x)
+
+
+def _losses(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    with torch.no_grad():
+        return F.cross_entropy(model(x), y, reduction="none")
+
+
+def finite_difference_cosine(
+    model: nn.Module, x: Tensor, y: Tensor, grad: Tensor, h: float, directions: int, gen: torch.Generator
+) -> float:
+    """Cosine between analytic and central-difference directional derivatives of one sample's loss.
+
+    Directions are the coordinate axes when the input has at most `directions` pixels (so the
+    full gradient is compared), else `directions` Gaussian ones (a random projection, which
+    preserves the cosine in expectation). 0 when either side is all zero: a loss that is flat
+    under the probes carries no gradient signal for an attacker.
+    """
+    d = x.numel()
+    if d <= directions:
+        v = torch.eye(d, dtype=x.dtype, device=x.device)
+    else:
+        v = torch.randn(directions, d, generator=gen, dtype=x.dtype, device="cpu").to(x.device)
+        v = v / v.norm(dim=1, keepdim=True)
+    v = v.view(-1, *x.shape)
+    analytic = (v.flatten(1) @ grad.flatten()).double()
+    labels = y.expand(len(v))
+    numeric = ((_losses(model, x + h * v, labels) - _losses(model, x - h * v, labels)) / (2 * h)).double()
+    if analytic.norm() == 0 or numeric.norm() == 0:
+        return 0.0
+    return float(F.cosine_similarity(analytic, numeric, dim=0))
+
+
+def gradient_stats(
+    model: nn.Module, x: Tensor, y: Tensor, *, fd_samples: int = 8, fd_directions: int = 64,
+    fd_step: float = 1e-3, seed: int = 0, batch_size: int = 250,
+) -> GradientStats:
+    """Gradient statistics over all of (x, y) and finite-difference cosines on the first `fd_samples`."""
+    grad = input_gradients(model, x, y, batch_size)
+    flat = grad.flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    norms = torch.where(finite, flat.nan_to_num().norm(dim=1), torch.zeros(len(flat), device=flat.device))
+    gen = torch.Generator().manual_seed(seed)
+    cosines = []
+    with eval_mode(model):
+        for i in range(min(fd_samples, len(x))):
+            if finite[i]:
+                cosines.append(finite_difference_cosine(model, x[i], y[i], grad[i], fd_step, fd_directions, gen))
+            else:
+                cosines.append(0.0)
+    n = max(len(x), 1)
+    return GradientStats(
+        n=len(x),
+        zero=float(((flat == 0).all(dim=1)).sum()) / n,
+        nonfinite=float((~finite).sum()) / n,
+        vanishing=float((finite & (norms < VANISHING)).sum()) / n,
+        cosines=cosines,
+    )

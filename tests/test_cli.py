@@ -1,0 +1,97 @@
+"""The command line as a user runs it: real subprocesses, exit codes, one-line errors."""
+import pytest
+
+from .helpers import odebench, train_tiny
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    train_tiny(out, epochs=1)
+    return out
+
+
+def test_list_shows_every_registry_with_options():
+    proc = odebench("list")
+    assert proc.returncode == 0
+    for name in ("resnet56", "odenet_mnist", "pgd", "boundary", "digits", "mnist", "standard"):
+        assert name in proc.stdout
+    assert "h=1.0" in proc.stdout
+
+
+def test_train_writes_a_checkpoint_and_prints_test_accuracy(tmp_path):
+    proc = odebench("train", "--model", "resnet_small", "--model-arg", "width=4", "--epochs", "1",
+                    "--device", "cpu", "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout
+    assert (tmp_path / "run" / "model.safetensors").exists() and (tmp_path / "run" / "meta.json").exists()
+
+
+def test_train_reads_a_toml_config(tmp_path):
+    (tmp_path / "c.toml").write_text('model = "resnet_small"\nepochs = 1\n[model_options]\nwidth = 4\n')
+    proc = odebench("train", "--config", tmp_path / "c.toml", "--device", "cpu", "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--model", "resnet56", "--dataset", "nope"], "unknown dataset"),
+    (["train", "--model", "resnet56", "--model-arg", "h=abc"], "expects float"),
+    (["train", "--model", "resnet56", "--model-arg", "depth=3"], "no option 'depth'"),
+    (["train", "--model", "resnet56", "--model-arg", "oops"], "key=value"),
+    (["train", "--model", "resnet56", "--epochs", "-1"], "--epochs"),
+    (["train", "--model", "resnet56", "--epochs", "two"], "epochs"),
+    (["train", "--model", "resnet56", "--device", "tpu"], "--device"),
+    (["train", "--model", "resnet56", "--dataset", "mnist", "--data-dir", "/nonexistent"], "MNIST"),
+    (["train", "--model", "resnet56", "--config", "/nonexistent.toml"], "config file"),
+    (["train", "--bogus-flag"], "No such option"),
+    (["attack", "-c", "/nonexistent", "--eps", "0.1"], "does not exist"),
+    (["report", "/nonexistent.csv"], "does not exist"),
+    (["list", "toys"], "cannot list"),
+])
+def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
+    assert message in one_line_error(odebench(*args, "--out", tmp_path / "o") if args[0] == "train" else odebench(*args))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--eps", "abc"], "not a number"),
+    (["--eps", "3"], "outside [0, 1]"),
+    (["--eps", "0.1", "--attack", "nope"], "unknown attack"),
+    (["--eps", "0.1", "--attack-arg", "steps=x"], "expects int"),
+    (["--eps", "0.1", "--attack-arg", "warp=9"], "no chosen attack has option"),
+    (["--eps", "0.1", "--n-samples", "0"], "--n-samples"),
+    (["--eps", "0.1", "--paper", "E9"], "--paper"),
+])
+def test_bad_attack_input_gives_one_line_and_exit_code_2(ckpt, tmp_path, args, message):
+    assert message in one_line_error(odebench("attack", "-c", ckpt, "--out", tmp_path / "o", *args))
+
+
+def test_attack_then_report_writes_csv_markdown_and_plot(ckpt, tmp_path):
+    proc = odebench("attack", "-c", ckpt, "-a", "fgsm", "--eps", "0,0.2", "--n-samples", "40", "--device", "cpu",
+                    "--out", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    assert "| fgsm |" in proc.stdout
+    for name in ("results.csv", "results.md", "accuracy_vs_eps.png"):
+        assert (tmp_path / "o" / name).exists()
+    (tmp_path / "o" / "results.md").unlink()
+    assert odebench("report", tmp_path / "o" / "results.csv").returncode == 0
+    assert (tmp_path / "o" / "results.md").exists()
+
+
+def test_a_corrupt_checkpoint_leaves_existing_results_untouched(ckpt, tmp_path):
+    out = tmp_path / "o"
+    assert odebench("attack", "-c", ckpt, "-a", "fgsm", "--eps", "0.1", "--n-samples", "20", "--out", out).returncode == 0
+    before = (out / "results.csv").read_bytes()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "meta.json").write_text("{")
+    one_line_error(odebench("attack", "-c", ckpt, "-c", bad, "--eps", "0.1", "--out", out))
+    assert (out / "results.csv").read_bytes() == before

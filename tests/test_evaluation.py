@@ -1,0 +1,109 @@
+"""The attack runner, its resumable store and the reports."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from robustbench_ode.errors import UserError
+from robustbench_ode.evaluation.runner import AttackSpec
+from robustbench_ode.evaluation.session import AttackJob, parse_eps, run_job
+from robustbench_ode.evaluation.store import ResultStore
+from robustbench_ode.report import render
+
+from .helpers import train_tiny
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval")
+    train_tiny(root / "a", epochs=2)
+    train_tiny(root / "b", epochs=2, seed=1)
+    return root / "a", root / "b"
+
+
+def job(ckpts, out, **kw) -> AttackJob:
+    base = dict(checkpoints=list(ckpts), attacks=[AttackSpec.parse("fgsm", {}), AttackSpec.parse("pgd", {"steps": "5"})],
+                eps=[0.0, 0.1, 0.3], out=out, n_samples=60, batch_size=30, device="cpu")
+    return AttackJob(**(base | kw))
+
+
+def test_eps_zero_gives_clean_accuracy_and_accuracy_never_rises_with_eps(ckpts, tmp_path):
+    rows, _ = run_job(job(ckpts, tmp_path))
+    df = pd.DataFrame(rows)
+    for _, g in df.groupby(["model", "attack"]):
+        g = g.sort_values("eps")
+        assert g["robust_acc"].iloc[0] == g["clean_acc"].iloc[0]
+        assert g["robust_acc"].is_monotonic_decreasing
+        assert (g["robust_acc"] <= g["clean_acc"]).all()
+
+
+def test_each_row_records_settings_cost_and_time(ckpts, tmp_path):
+    rows, _ = run_job(job(ckpts, tmp_path))
+    row = next(r for r in rows if r["attack"] == "pgd" and r["eps"] == 0.3)
+    assert json.loads(row["attack_args"])["steps"] == 5
+    assert row["n"] == 60 and row["seed"] == 0 and row["norm"] == "linf"
+    assert 0 < row["grad_calls"] <= 60 * 5
+    assert row["wall_s"] >= 0
+    assert (tmp_path / "provenance.jsonl").exists() and (tmp_path / "accuracy_vs_eps.png").stat().st_size > 0
+
+
+def test_a_rerun_skips_finished_cells_and_gives_the_same_table(ckpts, tmp_path):
+    first, md1 = run_job(job(ckpts, tmp_path))
+    again, md2 = run_job(job(ckpts, tmp_path))
+    assert md1 == md2
+    assert len(ResultStore(tmp_path / "results.csv").rows) == len(first)
+    assert [r["wall_s"] for r in first] == [r["wall_s"] for r in again]  # read back, not recomputed
+
+
+def test_an_interrupted_run_resumes_to_the_same_table_as_an_uninterrupted_one(ckpts, tmp_path):
+    _, straight = run_job(job(ckpts, tmp_path / "straight"))
+    cells = []
+
+    def stop_at_fourth_cell(label):
+        cells.append(label)
+        if len(cells) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job(ckpts, tmp_path / "cut"), on_cell=stop_at_fourth_cell)
+    assert len(ResultStore(tmp_path / "cut" / "results.csv").rows) == 3
+    _, resumed = run_job(job(ckpts, tmp_path / "cut"))
+    assert resumed == straight
+
+
+def test_transfer_mode_crafts_on_the_source_and_evaluates_on_the_target(ckpts, tmp_path):
+    a, b = ckpts
+    rows, md = run_job(job([b], tmp_path, source=a, attacks=[AttackSpec.parse("fgsm", {})]))
+    assert {r["source"] for r in rows} == {"a"} and {r["model"] for r in rows} == {"b"}
+    assert "(from a)" in md
+
+
+def test_the_paper_option_puts_published_numbers_beside_ours(ckpts, tmp_path):
+    run_job(job(ckpts[:1], tmp_path, eps=[0.2, 0.3]))
+    df = pd.read_csv(tmp_path / "results.csv")
+    df["dataset"] = "MNIST"
+    df["architecture"] = "resnet50"
+    df.to_csv(tmp_path / "results.csv", index=False)
+    text = render(tmp_path / "results.csv", paper="E2")
+    assert "paper 25.20" in text and "paper 10.95" in text and "paper 0.00" in text and "Δ" in text
+
+
+@pytest.mark.parametrize("values, scale, expected", [
+    (["0.3"], 1, [0.3]), (["8/255"], 1, [8 / 255]), (["8,16"], 255, [8 / 255, 16 / 255]), (["0.1", "0.1"], 1, [0.1]),
+])
+def test_eps_lists_accept_decimals_fractions_and_a_scale(values, scale, expected):
+    assert parse_eps(values, scale) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("values, scale", [(["abc"], 1), (["2"], 1), (["-0.1"], 1), (["0.1"], 0), ([","], 1)])
+def test_bad_eps_values_are_user_errors(values, scale):
+    with pytest.raises(UserError):
+        parse_eps(values, scale)
+
+
+def test_a_csv_that_is_not_ours_is_refused(tmp_path):
+    (tmp_path / "results.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="not an odebench results CSV"):
+        ResultStore(tmp_path / "results.csv")
