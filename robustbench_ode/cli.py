@@ -273,3 +273,20 @@ def stability(
 
     run_stability([*(checkpoints or []), *(checkpoint or [])], console, n_samples=n_samples, sizes=parse_sizes(sizes),
                   kinds=parse_kinds(kinds), points=time_points, data_dir=data_dir, device=device, out=out, seed=seed)
+
+
+@app.command()
+def reproduce(
+    experiments: list[str] = typer.Argument(..., help="E1 E2 E3 E4 E5, or all"),
+    preset: str = typer.Option("cpu", help="paper (exact settings), cpu (about an hour each on 2 cores) or fast (smoke run)"),
+    out: Path = typer.Option(Path("runs/reproduce"), "--out", "-o", help="root of checkpoints and results"),
+    data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
+    only: Optional[str] = typer.Option(None, help="run one half of a two-dataset experiment: mnist or cifar10"),
+    cifar: Optional[str] = typer.Option(None, help="dataset for CIFAR-10 (default: cifar10 if its files exist, else cifar10-jpeg)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    seed: int = typer.Option(0, help="random seed"),
+) -> None:
+    """Reproduce the paper's experiments: train missing checkpoints, attack, compare with the published numbers."""
+    from .experiments.reproduce import reproduce as run
+
+    run(experiments, preset, out, data_dir, device, seed, only, cifar, console)

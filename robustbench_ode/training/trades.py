@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..attacks.base import eval_mode
 from .adversarial import ascend_linf, gaussian_noise, require
@@ -46,7 +46,7 @@ class TRADES(TrainMethod):
         require(self.name, steps >= 1, "steps", steps, ">= 1")
         self.beta, self.eps, self.step_size, self.steps = beta, eps, step_size, steps
 
-    def adversarial(self, model, x: Tensor) -> Tensor:
+    def adversarial(self, model: nn.Module, x: Tensor) -> Tensor:
         """Last iterate of the KL ascent, in eval mode."""
         start = x + gaussian_noise(x, 0.001)
         with eval_mode(model):

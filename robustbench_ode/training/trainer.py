@@ -71,8 +71,9 @@ class TrainConfig:
 
 
 def _resumable_part(config: dict[str, Any]) -> dict[str, Any]:
-    """The config fields a resume must keep: all but the device (the lr schedule depends on epochs)."""
-    return {k: v for k, v in config.items() if k != "device"}
+    """The config fields a resume must keep: all but where it runs and where the data lives
+    (the lr schedule depends on epochs, so they must match too)."""
+    return {k: v for k, v in config.items() if k not in ("device", "data_dir", "download")}
 
 
 def is_ode_model(model: nn.Module) -> bool:

@@ -117,7 +117,7 @@ class YOPO(TrainMethod):
             loss.backward()
             p = -z.grad
             eta = yopo_inner_update(first, x, eta, p, self.eps, self.sigma, self.n)
-            pass
+            (-hamiltonian(first, x + eta, p)).backward()
             loss_sum += loss.detach()
         optimizer.step()
         return loss_sum.item() / self.m, logits.detach()

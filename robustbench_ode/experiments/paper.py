@@ -1,0 +1,115 @@
+"""The seed paper's experiments E1-E5 (../shared/paper/EXPERIMENTS.md) built at a preset."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..errors import UserError
+from ..evaluation.runner import AttackSpec
+from ..training.trainer import TrainConfig
+from .presets import Preset
+from .spec import Experiment, ModelSpec, Part
+
+KINDS = ("mnist", "cifar10")
+MNIST_TABLE1_EPS = [0.2, 0.3, 0.4, 0.5]
+CIFAR_TABLE1_EPS = [8, 12, 16, 20]
+E1_HS = [10.0 ** -k for k in range(11)]  # 1, 1e-1, ..., 1e-10
+
+
+def _model(key: str, dataset: str, spec: tuple[str, dict[str, Any], int, int], subset: int | None,
+           **train: Any) -> ModelSpec:
+    name, options, epochs, batch = spec
+    return ModelSpec(key, TrainConfig(model=name, dataset=dataset, model_options=dict(options), epochs=epochs,
+                                      batch_size=batch, subset=subset, **train))
+
+
+def _odenet_lr(kind: str) -> float:
+    return 1e-3 if kind == "mnist" else 1e-4  # Table A1
+
+
+def table1_models(p: Preset, kind: str, dataset: str) -> list[ModelSpec]:
+    """The ResNet50 and the Neural ODE that E2, E3 and E4 attack."""
+    subset = p.train_subset[kind]
+    return [_model("resnet50", dataset, p.resnet[kind], subset),
+            _model("odenet", dataset, p.odenet[kind], subset, lr=_odenet_lr(kind))]
+
+
+def _eps(kind: str, mnist: list[float], cifar: list[float]) -> tuple[list[float], float]:
+    return (list(mnist), 1.0) if kind == "mnist" else ([e / 255 for e in cifar], 255.0)
+
+
+def e1(p: Preset, datasets: dict[str, str]) -> list[Part]:
+    """Figure 1: ResNet56 for h = 1 ... 1e-10 under FGSM transferred from a three-block ResNet."""
+    dataset, subset = datasets["cifar10"], p.train_subset["cifar10"]
+    models = []
+    for h in E1_HS:
+        name, options, epochs, batch = p.e1
+        models.append(_model(f"e1-{name}-h{h:.0e}", dataset, (name, options | {"h": h}, epochs, batch), subset))
+    source = _model("e1-source", dataset, p.e1_source, subset)
+    return [Part(dataset, models, [AttackSpec.parse("fgsm", {})], [0.0, 0.1, 0.3, 0.5],
+                 n_samples=p.n_samples, source=source)]
+
+
+def e2(p: Preset, datasets: dict[str, str]) -> list[Part]:
+    """Table 1: FGSM and PGD-40 (step 0.01, random start) on ResNet50 vs Neural ODE."""
+    attacks = [AttackSpec.parse("fgsm", {}), AttackSpec.parse("pgd", {})]
+    parts = []
+    for kind, dataset in datasets.items():
+        eps, scale = _eps(kind, MNIST_TABLE1_EPS, CIFAR_TABLE1_EPS)
+        parts.append(Part(dataset, table1_models(p, kind, dataset), attacks, [0.0] + eps, scale, p.n_samples))
+    return parts
+
+
+def e3(p: Preset, datasets: dict[str, str]) -> list[Part]:
+    """Figure 2: DI2-FGSM accuracy-vs-ε curves."""
+    parts = []
+    for kind, dataset in datasets.items():
+        eps, scale = _eps(kind, p.e3_mnist_eps, p.e3_cifar_eps)
+        parts.append(Part(dataset, table1_models(p, kind, dataset), [AttackSpec.parse("difgsm", {})], eps, scale,
+                          p.n_samples))
+    return parts
+
+
+def e4(p: Preset, datasets: dict[str, str]) -> list[Part]:
+    """Figure 3: Boundary Attack (1,000 queries, steps 0.1/0.1). Its ε is an L2 distance."""
+    parts = []
+    boundary = AttackSpec.parse("boundary", {"steps": str(p.boundary_steps)})
+    for kind, dataset in datasets.items():
+        eps, scale = _eps(kind, p.e3_mnist_eps, p.e3_cifar_eps)
+        parts.append(Part(dataset, table1_models(p, kind, dataset), [boundary], eps, scale, p.boundary_samples))
+    return parts
+
+
+def e5(p: Preset, datasets: dict[str, str]) -> list[Part]:
+    """Table 2: PreAct-ResNet18 with PGD-AT / TRADES / YOPO vs a naturally trained Neural ODE, PGD-20 at 8/255."""
+    dataset, subset = datasets["cifar10"], p.train_subset["cifar10"]
+    models = []
+    for method in ("pgd", "trades", "yopo"):
+        name, options, epochs, batch = p.e5_preact
+        opts = {k: str(v) for k, v in p.e5_method_options.get(method, {}).items()}
+        models.append(ModelSpec(f"e5-{name}-{method}", TrainConfig(
+            model=name, dataset=dataset, model_options=dict(options), epochs=epochs, batch_size=batch, subset=subset,
+            method=method, method_options=opts, weight_decay=5e-4)))
+    models.append(table1_models(p, "cifar10", dataset)[1])
+    pgd20 = AttackSpec.parse("pgd", {"steps": "20", "step_size": str(2 / 255)})
+    return [Part(dataset, models, [pgd20], [0.0, 8 / 255], 255.0, p.n_samples)]
+
+
+BUILDERS: dict[str, tuple[str, Callable[[Preset, dict[str, str]], list[Part]], tuple[str, ...]]] = {
+    "E1": ("Figure 1: ResNet56 with step size h under transferred FGSM", e1, ("cifar10",)),
+    "E2": ("Table 1: ResNet50 vs Neural ODE, FGSM and PGD", e2, KINDS),
+    "E3": ("Figure 2: DI2-FGSM", e3, KINDS),
+    "E4": ("Figure 3: Boundary Attack", e4, KINDS),
+    "E5": ("Table 2: Neural ODE vs adversarially trained PreAct-ResNet18", e5, ("cifar10",)),
+}
+
+
+def build(name: str, preset: Preset, datasets: dict[str, str]) -> Experiment:
+    """Experiment `name` at `preset`; `datasets` maps 'mnist'/'cifar10' to registered dataset names
+    (only the kinds present are built, so a run can cover one half of a table)."""
+    if name not in BUILDERS:
+        raise UserError(f"unknown experiment '{name}' (known: {', '.join(BUILDERS)}, all)")
+    title, fn, kinds = BUILDERS[name]
+    usable = {k: v for k, v in datasets.items() if k in kinds}
+    if not usable:
+        raise UserError(f"{name} needs {' or '.join(kinds)} data, which --only excluded")
+    return Experiment(name, title, fn(preset, usable), preset.name, preset.changes())
