@@ -65,6 +65,7 @@ def read_meta(path: Path) -> dict[str, Any]:
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the registry and load verified weights; returns (model, meta)."""
     from .models import build_model
+    from .models.base import fast_layout
 
     path = Path(path)
     if path.is_file():
@@ -82,4 +83,4 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
         model.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError, SafetensorError) as exc:
         raise UserError(f"checkpoint '{path}' cannot be loaded: {str(exc).splitlines()[0]}") from None
-    return model.to(device).eval(), meta
+    return fast_layout(model.to(device), meta.get("training", {}).get("channels_last", False)).eval(), meta

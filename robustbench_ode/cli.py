@@ -29,11 +29,11 @@ _REGISTRIES = {"models": MODELS, "attacks": ATTACKS, "datasets": DATASETS}
 
 @app.command("list")
 def list_cmd(
-    what: Optional[str] = typer.Argument(None, help="models, attacks or datasets (default: all)"),
+    what: Optional[str] = typer.Argument(None, help="models, attacks, datasets or methods (default: all)"),
 ) -> None:
     """List registered models, attacks and datasets with their options."""
-    if what is not None and what not in _REGISTRIES:
-        raise UserError(f"cannot list '{what}' (choose models, attacks or datasets)")
+    if what is not None and what not in (*_REGISTRIES, "methods"):
+        raise UserError(f"cannot list '{what}' (choose models, attacks, datasets or methods)")
     for kind, reg in _REGISTRIES.items():
         if what not in (None, kind):
             continue
@@ -42,16 +42,18 @@ def list_cmd(
         table.add_column("description")
         table.add_column("options (default)")
         for entry in reg:
-            table.add_row(entry.name, entry.description, entry.options_text())
+            table.add_row(entry.name, entry.description, entry.options_text(hidden=("root", "download")))
         console.print(table)
     if what in (None, "methods"):
-        from .training.methods import METHODS
+        from .training.methods import METHODS, method_entry
 
         table = Table(title="training methods (--method)")
         table.add_column("name", style="bold")
         table.add_column("description")
-        for name, (_, desc) in sorted(METHODS.items()):
-            table.add_row(name, desc)
+        table.add_column("options (default)")
+        for name in sorted(METHODS):
+            entry = method_entry(name)
+            table.add_row(name, entry.description, entry.options_text())
         console.print(table)
 
 
@@ -94,6 +96,7 @@ def train(
     seed: Optional[int] = typer.Option(None, help="random seed (default 0)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
     amp: Optional[str] = typer.Option(None, help="none or bf16 (autocast; final accuracy is measured in fp32)"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last", help="channels_last layout (faster BatchNorm ResNets on CPU)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<model>-<dataset>-s<seed>)"),
     resume: bool = typer.Option(False, help="continue an interrupted run in --out from its last completed epoch"),
 ) -> None:
@@ -103,7 +106,7 @@ def train(
     values = _load_toml(config)
     flags = dict(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                  weight_decay=weight_decay, schedule=schedule, lr_step=lr_step, method=method, data_dir=data_dir,
-                 subset=subset, seed=seed, device=device, amp=amp)
+                 subset=subset, seed=seed, device=device, amp=amp, channels_last=channels_last)
     values.update({k: v for k, v in flags.items() if v is not None})
     if download:
         values["download"] = True
@@ -237,11 +240,11 @@ def audit(
     n_samples: int = typer.Option(200, help="test images (class-balanced, deterministic)"),
     eps: Optional[str] = typer.Option(None, help="L∞ radius the attacks are compared at (default 0.1 grey, 8/255 colour)"),
     large_eps: str = typer.Option("0.5", help="L∞ radius where accuracy must reach chance"),
-    square_queries: int = typer.Option(300, help="Square attack queries per image"),
-    spsa_steps: int = typer.Option(20, help="SPSA steps"),
-    spsa_samples: int = typer.Option(32, help="SPSA perturbation pairs per step"),
-    boundary_steps: int = typer.Option(100, help="Boundary attack steps (0 skips it)"),
-    apgd_steps: int = typer.Option(100, help="APGD-CE steps"),
+    square_queries: Optional[int] = typer.Option(None, help="Square attack queries per image (default 300)"),
+    spsa_steps: Optional[int] = typer.Option(None, help="SPSA steps (default 10)"),
+    spsa_samples: Optional[int] = typer.Option(None, help="SPSA perturbation pairs per step (default 16)"),
+    boundary_steps: Optional[int] = typer.Option(None, help="Boundary attack steps (default 0: skipped; e.g. 1000)"),
+    apgd_steps: Optional[int] = typer.Option(None, help="APGD-CE steps (default 100)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output dir (default <checkpoint>/audit)"),
     seed: int = typer.Option(0, help="seed of the attacks"),

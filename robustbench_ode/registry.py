@@ -85,13 +85,17 @@ class Entry:
             out[key] = self.options[key].parse(value, f"{self.kind} '{self.name}'")
         return out
 
+    def resolve(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Every option with its value: the defaults overridden by the parsed `raw` ones."""
+        return {name: opt.default for name, opt in self.options.items()} | self.parse_options(raw)
+
     def build(self, *args: Any, **options: Any) -> Any:
         """Call the builder with parsed options."""
         return self.builder(*args, **self.parse_options(options))
 
-    def options_text(self) -> str:
-        """Options as 'name=default' for listings."""
-        return ", ".join(f"{o.name}={o.default}" for o in self.options.values())
+    def options_text(self, hidden: tuple[str, ...] = ()) -> str:
+        """Options as 'name=default' for listings, leaving out `hidden` (plumbing, not user options)."""
+        return ", ".join(f"{o.name}={o.default}" for o in self.options.values() if o.name not in hidden)
 
 
 def _options_of(builder: Callable[..., Any]) -> dict[str, Option]:

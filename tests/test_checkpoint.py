@@ -40,7 +40,7 @@ def test_metadata_records_what_a_reader_needs(ckpt):
     for key in ("model", "model_options", "dataset", "normalisation", "epochs", "metrics", "seed", "versions",
                 "device", "wall_time_s", "weights_sha256", "command"):
         assert key in meta, key
-    assert meta["model_options"] == {"width": 4}
+    assert meta["model_options"] == {"width": 4, "h": 1.0}
     assert 0 <= meta["metrics"]["test_acc"] <= 1
 
 

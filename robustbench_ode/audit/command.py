@@ -37,10 +37,14 @@ def _test_samples(meta: dict[str, Any], data_dir: str | None, n_samples: int) ->
 def run_audit(
     checkpoint: Path, console: Console, *, data_dir: str | None = None, n_samples: int = 200,
     eps: float | None = None, large_eps: float = 0.5, device: str = "auto", out: Path | None = None, seed: int = 0,
-    **budgets: int,
+    **budgets: int | None,
 ) -> AuditResult:
     """Audit one checkpoint for gradient masking; write audit.md / audit.json (default
-    `<checkpoint>/audit`) and print the verdict table and line. Fails are reported, not raised."""
+    `<checkpoint>/audit`) and print the verdict table and line. Fails are reported, not raised.
+
+    `budgets` are `AuditConfig` fields (square_queries, spsa_steps, ...); None keeps the default.
+    """
+    budgets = {k: v for k, v in budgets.items() if v is not None}
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     x, y, info = _test_samples(meta, data_dir, n_samples)

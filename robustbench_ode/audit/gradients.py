@@ -1,5 +1,5 @@
-"""Input-gradient health: how many gradients are zero, non-finite or vanishing, and whether they
-agree with finite differences of the loss (Athalye et al. 2018: shattered gradients; Carlini et
+"""Input-gradient health: how many cross-entropy gradients are zero, non-finite or vanishing, and
+whether autograd agrees with finite differences of the logit margin (Athalye et al. 2018: shattered gradients; Carlini et
 al. 2019, Sec. 5: "compare against finite differences")."""
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ VANISHING = 1e-12  # an L2 norm below this moves no attack step in float32
 
 @dataclass(frozen=True)
 class GradientStats:
-    """Shares of samples whose cross-entropy input gradient is exactly zero, has a NaN/inf, or has
-    L2 norm < 1e-12 (zero included), and per-sample cosines with a finite-difference estimate."""
+    """Shares of samples whose cross-entropy input gradient (what PGD follows) is exactly zero, has
+    a NaN/inf, or has L2 norm < 1e-12 (zero included), and per-sample cosines between autograd
+    and finite differences of the margin."""
 
     n: int
     zero: float
@@ -41,31 +42,42 @@ def input_gradients(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 25
     return torch.cat(grads) if grads else torch.zeros_like(x)
 
 
-def _losses(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    with torch.no_grad():
-        return F.cross_entropy(model(x), y, reduction="none")
+def _pair_margin(model: nn.Module, x: Tensor, y: Tensor, other: Tensor) -> Tensor:
+    """z_other − z_y per sample: the Carlini-Wagner margin with the runner-up class held fixed,
+    a smooth function of the logits that, unlike the cross-entropy, does not round to a constant
+    in float32 on confidently classified samples."""
+    logits = model(x)
+    return logits.gather(1, other.view(-1, 1)).squeeze(1) - logits.gather(1, y.view(-1, 1)).squeeze(1)
 
 
 def finite_difference_cosine(
-    model: nn.Module, x: Tensor, y: Tensor, grad: Tensor, h: float, directions: int, gen: torch.Generator
+    model: nn.Module, x: Tensor, y: Tensor, h: float, directions: int, gen: torch.Generator
 ) -> float:
-    """Cosine between analytic and central-difference directional derivatives of one sample's loss.
+    """Cosine between autograd and central-difference directional derivatives of one sample's
+    margin z_j − z_y (j: the runner-up class at x). Call in eval mode.
 
     Directions are the coordinate axes when the input has at most `directions` pixels (so the
     full gradient is compared), else `directions` Gaussian ones (a random projection, which
-    preserves the cosine in expectation). 0 when either side is all zero: a loss that is flat
-    under the probes carries no gradient signal for an attacker.
+    preserves the cosine in expectation). 0 when either side is all zero: a function that is
+    flat under the probes carries no gradient signal for an attacker.
     """
+    xb, yb = x.detach()[None], y.view(1)
+    with torch.no_grad():
+        other = model(xb).scatter(1, yb.view(1, 1), float("-inf")).argmax(dim=1)
+    xg = xb.clone().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(_pair_margin(model, xg, yb, other).sum(), xg)
     d = x.numel()
     if d <= directions:
         v = torch.eye(d, dtype=x.dtype, device=x.device)
     else:
-        v = torch.randn(directions, d, generator=gen, dtype=x.dtype, device="cpu").to(x.device)
+        v = torch.randn(directions, d, generator=gen, dtype=x.dtype).to(x.device)
         v = v / v.norm(dim=1, keepdim=True)
     v = v.view(-1, *x.shape)
     analytic = (v.flatten(1) @ grad.flatten()).double()
-    labels = y.expand(len(v))
-    numeric = ((_losses(model, x + h * v, labels) - _losses(model, x - h * v, labels)) / (2 * h)).double()
+    yk, ok = yb.expand(len(v)), other.expand(len(v))
+    with torch.no_grad():
+        numeric = ((_pair_margin(model, x + h * v, yk, ok) - _pair_margin(model, x - h * v, yk, ok)) / (2 * h)).double()
     if analytic.norm() == 0 or numeric.norm() == 0:
         return 0.0
     return float(F.cosine_similarity(analytic, numeric, dim=0))
@@ -84,10 +96,7 @@ def gradient_stats(
     cosines = []
     with eval_mode(model):
         for i in range(min(fd_samples, len(x))):
-            if finite[i]:
-                cosines.append(finite_difference_cosine(model, x[i], y[i], grad[i], fd_step, fd_directions, gen))
-            else:
-                cosines.append(0.0)
+            cosines.append(finite_difference_cosine(model, x[i], y[i], fd_step, fd_directions, gen))
     n = max(len(x), 1)
     return GradientStats(
         n=len(x),

@@ -1,6 +1,7 @@
 """The seed paper's experiments E1-E5 (../shared/paper/EXPERIMENTS.md) built at a preset."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 from ..errors import UserError
@@ -29,8 +30,8 @@ def _odenet_lr(kind: str) -> float:
 def table1_models(p: Preset, kind: str, dataset: str) -> list[ModelSpec]:
     """The ResNet50 and the Neural ODE that E2, E3 and E4 attack."""
     subset = p.train_subset[kind]
-    return [_model("resnet50", dataset, p.resnet[kind], subset),
-            _model("odenet", dataset, p.odenet[kind], subset, lr=_odenet_lr(kind))]
+    return [_model("resnet50", dataset, p.resnet[kind], subset, test_subset=p.test_subset),
+            _model("odenet", dataset, p.odenet[kind], subset, test_subset=p.test_subset, lr=_odenet_lr(kind))]
 
 
 def _eps(kind: str, mnist: list[float], cifar: list[float]) -> tuple[list[float], float]:
@@ -43,8 +44,9 @@ def e1(p: Preset, datasets: dict[str, str]) -> list[Part]:
     models = []
     for h in E1_HS:
         name, options, epochs, batch = p.e1
-        models.append(_model(f"e1-{name}-h{h:.0e}", dataset, (name, options | {"h": h}, epochs, batch), subset))
-    source = _model("e1-source", dataset, p.e1_source, subset)
+        models.append(_model(f"e1-{name}-h{h:.0e}", dataset, (name, options | {"h": h}, epochs, batch), subset,
+                             test_subset=p.test_subset))
+    source = _model("e1-source", dataset, p.e1_source, subset, test_subset=p.test_subset)
     return [Part(dataset, models, [AttackSpec.parse("fgsm", {})], [0.0, 0.1, 0.3, 0.5],
                  n_samples=p.n_samples, source=source)]
 
@@ -88,7 +90,7 @@ def e5(p: Preset, datasets: dict[str, str]) -> list[Part]:
         opts = {k: str(v) for k, v in p.e5_method_options.get(method, {}).items()}
         models.append(ModelSpec(f"e5-{name}-{method}", TrainConfig(
             model=name, dataset=dataset, model_options=dict(options), epochs=epochs, batch_size=batch, subset=subset,
-            method=method, method_options=opts, weight_decay=5e-4)))
+            test_subset=p.test_subset, method=method, method_options=opts, weight_decay=5e-4)))
     models.append(table1_models(p, "cifar10", dataset)[1])
     pgd20 = AttackSpec.parse("pgd", {"steps": "20", "step_size": str(2 / 255)})
     return [Part(dataset, models, [pgd20], [0.0, 8 / 255], 255.0, p.n_samples)]
@@ -112,4 +114,12 @@ def build(name: str, preset: Preset, datasets: dict[str, str]) -> Experiment:
     usable = {k: v for k, v in datasets.items() if k in kinds}
     if not usable:
         raise UserError(f"{name} needs {' or '.join(kinds)} data, which --only excluded")
-    return Experiment(name, title, fn(preset, usable), preset.name, preset.changes())
+    parts = fn(preset, usable)
+    for part in parts:  # a memory layout changes speed, not results
+        part.models = [_layout(m, preset) for m in part.models]
+        part.source = _layout(part.source, preset) if part.source else None
+    return Experiment(name, title, parts, preset.name, preset.changes(name))
+
+
+def _layout(spec: ModelSpec, preset: Preset) -> ModelSpec:
+    return replace(spec, train=replace(spec.train, channels_last=preset.channels_last))

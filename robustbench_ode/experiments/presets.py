@@ -28,33 +28,41 @@ class Preset:
     e3_mnist_eps: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(11))
     e3_cifar_eps: tuple[float, ...] = tuple(range(0, 55, 5))
     boundary_steps: int = 1000
+    test_subset: int | None = None  # test images for each checkpoint's final clean accuracy (None: all)
+    channels_last: bool = False  # faster ResNets on CPU (models.base.fast_layout)
 
-    def changes(self) -> list[str]:
-        """Human-readable differences from the paper's settings."""
+    def changes(self, experiment: str) -> list[str]:
+        """Human-readable differences from the paper's settings that matter to `experiment`."""
         if self.name == "paper":
             return []
         out = [self.summary, f"attacked test images per table: {self.n_samples} (paper: full test set of 10,000)"]
-        if self.boundary_samples != self.n_samples:
-            out.append(f"Boundary Attack on {self.boundary_samples} images (it costs ~1,070 model calls per image)")
-        if self.boundary_steps != PAPER.boundary_steps:
-            out.append(f"Boundary Attack budget {self.boundary_steps} steps (paper: 1,000 queries)")
+        if experiment == "E4":
+            if self.boundary_samples != self.n_samples:
+                out.append(f"Boundary Attack on {self.boundary_samples} images (it costs ~1,070 model calls per image)")
+            if self.boundary_steps != PAPER.boundary_steps:
+                out.append(f"Boundary Attack budget {self.boundary_steps} steps (paper: 1,000 queries)")
         for kind, n in self.train_subset.items():
             if n:
                 out.append(f"{kind}: trained on a class-balanced subset of {n} images")
-        for role, table in (("ResNet50", self.resnet), ("Neural ODE", self.odenet)):
+        roles = []
+        if experiment in ("E2", "E3", "E4"):
+            roles += [("ResNet50", self.resnet, PAPER.resnet), ("Neural ODE", self.odenet, PAPER.odenet)]
+        if experiment == "E5":
+            roles += [("Neural ODE", {"cifar10": self.odenet["cifar10"]}, PAPER.odenet)]
+        for role, table, ref_table in roles:
             for kind, spec in table.items():
-                ref = (PAPER.resnet if role == "ResNet50" else PAPER.odenet)[kind]
-                if spec != ref:
-                    out.append(f"{role} on {kind}: {_describe(spec)} (paper: {_describe(ref)})")
-        for role, spec, ref in (("E1 h-sweep ResNet56", self.e1, PAPER.e1), ("E1 transfer source", self.e1_source, PAPER.e1_source),
-                                ("E5 PreAct-ResNet18", self.e5_preact, PAPER.e5_preact)):
-            if spec != ref:
-                out.append(f"{role}: {_describe(spec)} (paper: {_describe(ref)})")
-        if self.e3_mnist_eps != PAPER.e3_mnist_eps or self.e3_cifar_eps != PAPER.e3_cifar_eps:
-            out.append(f"E3/E4 ε grids: MNIST {list(self.e3_mnist_eps)}, CIFAR {list(self.e3_cifar_eps)}/255 "
+                if spec != ref_table[kind]:
+                    out.append(f"{role} on {kind}: {_describe(spec)} (paper: {_describe(ref_table[kind])})")
+        pairs = {"E1": [("h-sweep ResNet56", self.e1, PAPER.e1), ("transfer source", self.e1_source, PAPER.e1_source)],
+                 "E5": [("PreAct-ResNet18", self.e5_preact, PAPER.e5_preact)]}.get(experiment, [])
+        out += [f"{role}: {_describe(spec)} (paper: {_describe(ref)})" for role, spec, ref in pairs if spec != ref]
+        if experiment in ("E3", "E4") and (self.e3_mnist_eps != PAPER.e3_mnist_eps or self.e3_cifar_eps != PAPER.e3_cifar_eps):
+            out.append(f"ε grids: MNIST {list(self.e3_mnist_eps)}, CIFAR {list(self.e3_cifar_eps)}/255 "
                        "(paper: steps of 0.05 and 5/255)")
-        if self.e5_method_options:
-            out.append(f"E5 adversarial-training options: {self.e5_method_options}")
+        if experiment == "E5" and self.e5_method_options:
+            out.append(f"adversarial-training options: {self.e5_method_options}")
+        if self.test_subset:
+            out.append(f"checkpoints' clean test accuracy measured on {self.test_subset} test images")
         return out
 
 
@@ -94,14 +102,15 @@ CPU = Preset(
                        "yopo": {"m": 3, "n": 3}},
     e3_mnist_eps=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
     e3_cifar_eps=(0, 10, 20, 30, 40, 50),
+    channels_last=True,
 )
 
 FAST = Preset(
     name="fast",
     summary="fast preset: a smoke run of the same pipeline (tiny models, 1 epoch, few images); numbers are not meaningful",
-    n_samples=40,
-    boundary_samples=20,
-    train_subset={"mnist": 500, "cifar10": 500},
+    n_samples=30,
+    boundary_samples=10,
+    train_subset={"mnist": 300, "cifar10": 300},
     resnet={"mnist": ("resnet_small", {"width": 8}, 1, 64), "cifar10": ("resnet_small", {"width": 8}, 1, 64)},
     odenet={"mnist": ("odenet", {"channels": 8}, 1, 64), "cifar10": ("odenet", {"channels": 8}, 1, 64)},
     e1=("resnet_small", {"width": 4}, 1, 64),
@@ -111,6 +120,7 @@ FAST = Preset(
     e3_mnist_eps=(0.0, 0.25, 0.5),
     e3_cifar_eps=(0, 25, 50),
     boundary_steps=50,
+    test_subset=100,
 )
 
 PRESETS = {p.name: p for p in (PAPER, CPU, FAST)}

@@ -55,10 +55,14 @@ def register_method(name: str, description: str) -> Callable[[type], type]:
     return deco
 
 
-def build_method(name: str, options: dict[str, str] | None = None) -> TrainMethod:
-    """Instantiate a method by name with `key=value` options coerced to their types."""
+def method_entry(name: str) -> Entry:
+    """The registry-style entry (description, typed options) of a training method."""
     if name not in METHODS:
         raise UserError(f"unknown training method '{name}' (known: {', '.join(sorted(METHODS))})")
     cls, desc = METHODS[name]
-    entry = Entry(name, cls, desc, _options_of(cls), "training method")
-    return entry.build(**(options or {}))
+    return Entry(name, cls, desc, _options_of(cls), "training method")
+
+
+def build_method(name: str, options: dict[str, str] | None = None) -> TrainMethod:
+    """Instantiate a method by name with `key=value` options coerced to their types."""
+    return method_entry(name).build(**(options or {}))

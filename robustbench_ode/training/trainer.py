@@ -20,9 +20,10 @@ from ..checkpoint import save_checkpoint
 from ..data import Splits, load_dataset
 from ..errors import UserError
 from ..models import build_model
-from ..models.base import nfe_of
+from ..registry import MODELS
+from ..models.base import fast_layout, nfe_of
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
-from .methods import build_method
+from .methods import build_method, method_entry
 
 STATE = "train_state.pt"
 
@@ -37,6 +38,7 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = False
     subset: int | None = None
+    test_subset: int | None = None  # class-balanced test images for the final accuracy (None: all)
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "auto"  # auto: adam for Neural ODEs (paper, App. A), sgd otherwise (He et al.)
@@ -50,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: str = "none"  # none | bf16
+    channels_last: bool = False  # faster BatchNorm ResNets on CPU (see models.base.fast_layout)
     eval_batch_size: int = 500
 
     def validate(self) -> None:
@@ -139,21 +142,18 @@ class Trainer:
         if self.out.exists() and any(self.out.iterdir()) and not resume:
             raise UserError(f"run dir '{self.out}' is not empty: pass --resume to continue it, or choose another --out")
         self.method = build_method(cfg.method, cfg.method_options)
-        self.splits: Splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.subset)
+        self.splits: Splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.subset, cfg.test_subset)
         seed_everything(cfg.seed)
-        self.model = build_model(cfg.model, self.splits.info, **cfg.model_options).to(self.device)
-        self.model_options = self._resolved_model_options()
+        model = build_model(cfg.model, self.splits.info, **cfg.model_options).to(self.device)
+        self.model = fast_layout(model, cfg.channels_last)
+        self.model_options = MODELS.get(cfg.model).resolve(cfg.model_options)
+        self.method_options = method_entry(cfg.method).resolve(cfg.method_options)
         self.optimizer, self.scheduler, self.resolved = make_optimizer(cfg, self.model)
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.wall = 0.0
         if resume:
             self._load_state()
-
-    def _resolved_model_options(self) -> dict[str, Any]:
-        from ..models import MODELS
-
-        return MODELS.get(self.cfg.model).parse_options(self.cfg.model_options)
 
     def _load_state(self) -> None:
         state_file = self.out / STATE
@@ -251,8 +251,9 @@ class Trainer:
             "test_size": len(self.splits.test_y),
             "epochs": self.cfg.epochs,
             "method": self.cfg.method,
-            "method_options": self.cfg.method_options,
-            "training": self.resolved | {"batch_size": self.cfg.batch_size, "amp": self.cfg.amp},
+            "method_options": self.method_options,
+            "training": self.resolved | {"batch_size": self.cfg.batch_size, "amp": self.cfg.amp,
+                                         "channels_last": self.cfg.channels_last},
             "metrics": {
                 "test_acc": test_acc,
                 "final_train_loss": self.history[-1]["train_loss"] if self.history else None,

@@ -1,0 +1,86 @@
+"""`odebench reproduce --preset fast`: every paper experiment runs end to end on real data slices."""
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from robustbench_ode.errors import UserError
+from robustbench_ode.experiments.paper import E1_HS, build
+from robustbench_ode.experiments.presets import CPU, FAST, PAPER, PRESETS
+from robustbench_ode.experiments.reproduce import reproduce, resolve_datasets
+
+
+@pytest.fixture(scope="module")
+def fast_all(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    reproduce(["all"], "fast", out, str(shared_data), "cpu", 0, None, None, Console(quiet=True))
+    return out / "fast"
+
+
+@pytest.mark.parametrize("name", ["E1", "E2", "E3", "E4", "E5"])
+def test_each_experiment_runs_end_to_end_with_the_fast_preset(fast_all, name):
+    summary = (fast_all / name / "README.md").read_text()
+    assert "Preset: **fast**" in summary and "numbers are not meaningful" in summary
+    csvs = list((fast_all / name).glob("*/results.csv"))
+    assert csvs
+    df = pd.concat(pd.read_csv(c) for c in csvs)
+    assert df["robust_acc"].between(0, 1).all() and (df["robust_acc"] <= df["clean_acc"]).all()
+
+
+def test_e1_trains_the_whole_h_sweep_and_transfers_fgsm_from_the_three_block_net(fast_all):
+    df = pd.read_csv(fast_all / "E1" / "cifar10-jpeg" / "results.csv")
+    assert df["model"].nunique() == len(E1_HS) == 11
+    assert set(df["source"]) == {"e1-source"} and set(df["attack"]) == {"fgsm"}
+    assert sorted(df["eps"].unique()) == pytest.approx([0, 0.1, 0.3, 0.5])
+
+
+def test_e2_tables_carry_the_published_numbers_beside_ours(fast_all):
+    text = (fast_all / "E2" / "mnist" / "results.md").read_text()
+    assert "paper 25.20" in text and "paper 93.62" in text  # FGSM ResNet50 / PGD Neural ODE at eps 0.2
+    text = (fast_all / "E2" / "cifar10-jpeg" / "results.md").read_text()
+    assert "CIFAR-10 (JPEG q75 copy)" in text and "paper 59.15" in text
+
+
+def test_e5_compares_three_adversarial_trainings_with_the_neural_ode(fast_all):
+    df = pd.read_csv(fast_all / "E5" / "cifar10-jpeg" / "results.csv")
+    assert set(df["training"]) == {"pgd", "trades", "yopo", "standard"}
+    assert "paper 41.61" in (fast_all / "E5" / "cifar10-jpeg" / "results.md").read_text()
+
+
+def test_a_rerun_reuses_checkpoints_and_cells(fast_all, shared_data):
+    before = {p: p.stat().st_mtime_ns for p in fast_all.glob("models/*/*/model.safetensors")}
+    csv = fast_all / "E2" / "mnist" / "results.csv"
+    rows = len(pd.read_csv(csv))
+    reproduce(["E2"], "fast", fast_all.parent, str(shared_data), "cpu", 0, "mnist", None, Console(quiet=True))
+    assert {p: p.stat().st_mtime_ns for p in fast_all.glob("models/*/*/model.safetensors")} == before
+    assert len(pd.read_csv(csv)) == rows
+
+
+def test_every_non_paper_preset_says_what_it_changed():
+    assert PAPER.changes("E2") == []
+    for preset in (CPU, FAST):
+        for name in ("E1", "E2", "E3", "E4", "E5"):
+            assert len(build(name, preset, {"mnist": "mnist", "cifar10": "cifar10"}).changes) >= 2
+
+
+def test_the_paper_preset_uses_the_papers_settings():
+    exp = build("E2", PRESETS["paper"], {"mnist": "mnist"})
+    resnet, ode = exp.parts[0].models
+    assert (resnet.train.model, ode.train.model) == ("resnet50", "odenet_mnist")
+    assert (ode.train.epochs, ode.train.batch_size, ode.train.lr) == (100, 32, 1e-3)
+    assert exp.parts[0].eps == [0.0, 0.2, 0.3, 0.4, 0.5] and exp.parts[0].n_samples == 10000
+    pgd = exp.parts[0].attacks[1]
+    assert pgd.name == "pgd" and pgd.options == {}  # defaults: step 0.01, 40 steps, random start
+
+
+def test_cifar_resolves_to_the_jpeg_copy_when_the_official_files_are_absent(tmp_path):
+    (tmp_path / "CIFAR10-JPEG").mkdir()
+    assert resolve_datasets(str(tmp_path), None, None)["cifar10"] == "cifar10-jpeg"
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    assert resolve_datasets(str(tmp_path), None, None)["cifar10"] == "cifar10"
+
+
+def test_unknown_experiment_or_preset_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="unknown experiment"):
+        reproduce(["E7"], "fast", tmp_path, None, "cpu", 0, None, None, Console(quiet=True))
+    with pytest.raises(UserError, match="--preset"):
+        reproduce(["E2"], "slow", tmp_path, None, "cpu", 0, None, None, Console(quiet=True))
