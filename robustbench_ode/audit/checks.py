@@ -5,9 +5,8 @@ Security"), each a function of a `Bench` (model + samples + shared attack runs) 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -316,28 +315,13 @@ class AuditResult:
         return {0: PASS, 1: WARN, 2: FAIL}[worst]
 
 
-@contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Flush float32 denormals to zero on CPU for the duration (restored to torch's default after).
-
-    A confident classifier's softmax saturates, and backward passes through denormal numbers ran
-    ~30x slower on CPU in our digits audit; only gradient entries below ~1e-38 change.
-    """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
 def run_checks(model: nn.Module, x: Tensor, y: Tensor, cfg: AuditConfig, device: torch.device | str = "cpu",
                on_check: Callable[[str], None] | None = None) -> AuditResult:
     """Run every check on `model` (pixels in [0, 1] -> logits) over the samples (x, y)."""
+    bench = Bench(model, x, y, batch_size=cfg.batch_size, device=device)
     results = []
-    with flush_denormals():
-        bench = Bench(model, x, y, batch_size=cfg.batch_size, device=device)
-        for check in CHECKS:
-            if on_check:
-                on_check(check.__name__.removeprefix("check_").replace("_", " "))
-            results.append(check(bench, cfg))
+    for check in CHECKS:
+        if on_check:
+            on_check(check.__name__.removeprefix("check_").replace("_", " "))
+        results.append(check(bench, cfg))
     return AuditResult(results, bench.n, bench.accuracy(bench.correct), bench.chance, cfg)
