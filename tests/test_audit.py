@@ -196,7 +196,8 @@ def ckpt(tmp_path_factory):
     return out
 
 
-def test_cli_writes_audit_markdown_and_json_with_provenance(ckpt, tmp_path):
+def test_cli_writes_audit_markdown_and_json_with_provenance(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     proc = odebench("audit", ckpt, "--n-samples", "20", "--apgd-steps", "5", "--square-queries", "20",
                     "--spsa-steps", "2", "--spsa-samples", "4", "--device", "cpu", "--out", tmp_path / "a")
     assert proc.returncode == 0, proc.stderr

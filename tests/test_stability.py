@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from robustbench_ode.audit import depth_of, measure, stability_rows
+from robustbench_ode.audit.command import parse_sizes
 from robustbench_ode.audit.stability import perturbation
 from robustbench_ode.checkpoint import save_checkpoint
 from robustbench_ode.data import load_dataset
@@ -159,5 +160,9 @@ def test_cli_compares_several_checkpoints_in_one_csv_and_plot(digits, tmp_path, 
     assert set(df["model"]) == {"resnet_small", "odenet"} and set(df["kind"]) == {"random", "adversarial"}
     assert len(df) == 2 * 2 * (4 + 4)  # kinds x sizes x (resnet: stem + 3 blocks; odenet: 4 time points)
     assert (tmp_path / "s" / "stability.png").stat().st_size > 0
-    bad = odebench("stability", paths[0], "--sizes", "0,-1", "--out", tmp_path / "t")
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("sizes", ["0,0.1", "-1", "a,b", ""])
+def test_sizes_must_be_positive_numbers(sizes):
+    with pytest.raises(UserError, match="--sizes"):
+        parse_sizes(sizes)

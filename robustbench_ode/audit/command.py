@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
+from torch import Tensor
 
 from ..checkpoint import load_checkpoint
 from ..data import balanced_subset, load_dataset
@@ -26,7 +26,8 @@ def default_eps(info: DatasetInfo) -> float:
     return 0.1 if info.in_channels == 1 else 8 / 255
 
 
-def _test_samples(meta: dict[str, Any], data_dir: str | None, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
+def _test_samples(meta: dict[str, Any], data_dir: str | None, n_samples: int) -> tuple[Tensor, Tensor, DatasetInfo]:
+    """A class-balanced, deterministic subset of the checkpoint's test split."""
     if n_samples < 1:
         raise UserError(f"--n-samples must be >= 1, got {n_samples}")
     splits = load_dataset(meta["dataset"], data_dir)

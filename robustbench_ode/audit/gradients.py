@@ -1,8 +1,9 @@
 """Input-gradient health: how many cross-entropy gradients are zero, non-finite or vanishing, and
-whether autograd agrees with finite differences of the logit margin (Athalye et al. 2018: shattered gradients; Carlini et
-al. 2019, Sec. 5: "compare against finite differences")."""
+whether autograd agrees with finite differences of the logit margin (Athalye et al. 2018:
+shattered gradients; Carlini et al. 2019, Sec. 5: compare against finite differences)."""
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 
 from ..attacks.base import eval_mode
 
-VANISHING = 1e-12  # an L2 norm below this moves no attack step in float32
+VANISHING = 1e-12  # an L2 norm this small is rounding-level: the loss has saturated
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class GradientStats:
 
     @property
     def median_cosine(self) -> float:
-        return float(torch.tensor(self.cosines).median()) if self.cosines else float("nan")
+        return statistics.median(self.cosines) if self.cosines else float("nan")
 
 
 def input_gradients(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> Tensor:

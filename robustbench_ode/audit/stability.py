@@ -7,6 +7,7 @@ read after the stem and after every residual block of a `SchemeNet` (forward hoo
 models are untouched), or on a time grid of a Neural ODE's block (torchdiffeq, the model's own
 solver); the amplification |z_n − y_n| / |z_0 − y_0| is reported per depth index together with
 an empirical Lipschitz ratio |f(z_n) − f(y_n)| / |z_n − y_n| of the field that acts there.
+|·| is the per-sample RMS over a state's entries (the L2 norm whenever shapes agree).
 """
 from __future__ import annotations
 
@@ -70,7 +71,11 @@ def scheme_depth(model: nn.Module, net: SchemeNet) -> Depth:
 
     def states(x: Tensor) -> list[Tensor]:
         out: list[Tensor] = []
-        hooks = [m.register_forward_hook(lambda _m, _i, o: out.append(o.detach().clone())) for m in [net.stem, *blocks]]
+
+        def keep(_m: nn.Module, _args: tuple[Tensor, ...], output: Tensor) -> None:
+            out.append(output.detach().clone())
+
+        hooks = [m.register_forward_hook(keep) for m in [net.stem, *blocks]]
         try:
             model(x)
         finally:
@@ -130,13 +135,21 @@ def depth_of(model: nn.Module, points: int = 11) -> Depth:
     raise UserError(f"{type(model).__name__} has neither residual blocks (SchemeNet) nor an ODE block to follow")
 
 
+def _rms(t: Tensor) -> Tensor:
+    """Per-sample root-mean-square: the L2 norm over sqrt(size), so a state that a strided block
+    shrinks is not counted as a smaller perturbation just for having fewer entries (ratios between
+    same-shaped states are the plain L2 ratios)."""
+    flat = t.flatten(1)
+    return flat.norm(dim=1) / flat.shape[1] ** 0.5
+
+
 def _norms(t: Tensor) -> Tensor:
     return t.flatten(1).norm(dim=1)
 
 
 @dataclass
 class Measurement:
-    """Per-sample amplification (N, depth+1) and per-depth Lipschitz ratios (N, depth)."""
+    """Per-sample amplification (N, depth+1) and per-depth Lipschitz ratios (N, depth), both in RMS."""
 
     amplification: Tensor
     lipschitz: Tensor
@@ -149,8 +162,8 @@ def measure(model: nn.Module, x: Tensor, delta: Tensor, depth: Depth | None = No
     depth = depth or depth_of(model)
     with eval_mode(model):
         ys, zs = depth.states(x), depth.states(x + delta)
-        gaps = torch.stack([_norms(z - y) for y, z in zip(ys, zs)], dim=1)
-        lips = [_norms(f(z) - f(y)) / _norms(z - y) for f, y, z in zip(depth.fields, ys, zs)]
+        gaps = torch.stack([_rms(z - y) for y, z in zip(ys, zs)], dim=1)
+        lips = [_rms(f(z) - f(y)) / _rms(z - y) for f, y, z in zip(depth.fields, ys, zs)]
     return Measurement(gaps / gaps[:, :1], torch.stack(lips, dim=1) if lips else gaps[:, :0])
 
 
