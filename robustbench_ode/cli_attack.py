@@ -21,7 +21,10 @@ def run_attack_command(job: AttackJob, console: Console) -> str:
         def progress(done: int, total: int) -> None:
             bars.update(current["task"], completed=done, total=total)
 
-        _, text = run_job(job, on_cell, progress)
+        def on_warning(message: str) -> None:
+            console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+        _, text = run_job(job, on_cell, progress, on_warning)
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {job.out / 'results.csv'}, results.md, accuracy_vs_eps.png")
     return text

@@ -107,3 +107,27 @@ def test_a_csv_that_is_not_ours_is_refused(tmp_path):
     (tmp_path / "results.csv").write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match="not an odebench results CSV"):
         ResultStore(tmp_path / "results.csv")
+
+
+def test_a_cell_that_looks_masked_prints_a_warning(tmp_path):
+    """A constant model scored on one class keeps 100% at L∞ ε = 0.5, where every image can be made grey."""
+    import torch
+    from torch import nn
+
+    from robustbench_ode.checkpoint import save_checkpoint
+    from robustbench_ode.data import load_dataset
+    from robustbench_ode.evaluation.runner import Runner, Target
+
+    class Constant(nn.Module):  # always says class 0: its input gradient is zero
+        def forward(self, x):
+            return torch.zeros(len(x), 10).index_fill_(1, torch.tensor([0]), 1.0) + 0 * x.flatten(1)[:, :1]
+
+    splits = load_dataset("digits")
+    x, y = splits.test_x[splits.test_y == 0][:20], splits.test_y[splits.test_y == 0][:20]
+    target = Target(tmp_path, Constant(), {"model": "constant", "weights_sha256": "0" * 64,
+                                           "dataset_info": splits.info.to_dict()})
+    warnings = []
+    runner = Runner(ResultStore(tmp_path / "results.csv"), x, y, 20, 0, torch.device("cpu"), "digits",
+                    on_warning=warnings.append)
+    runner.run([target], [AttackSpec.parse("pgd", {"steps": "3"})], [0.0, 0.5])
+    assert len(warnings) == 1 and "above chance" in warnings[0]

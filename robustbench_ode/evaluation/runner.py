@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..attacks.base import Attack
+from ..audit.masking import looks_masked
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..models.base import nfe_of
@@ -104,12 +105,14 @@ class Runner:
 
     def __init__(self, store: ResultStore, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
                  device: torch.device, dataset_label: str, eps_scale: float = 1.0,
-                 on_cell: Callable[[str], None] | None = None, progress: Progress | None = None) -> None:
+                 on_cell: Callable[[str], None] | None = None, progress: Progress | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> None:
         self.store, self.x, self.y = store, x, y
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.dataset_label, self.eps_scale = dataset_label, eps_scale
         self.on_cell = on_cell or (lambda _msg: None)
         self.progress = progress
+        self.on_warning = on_warning or (lambda _msg: None)
         self._clean: dict[str, tuple[torch.Tensor, list[int]]] = {}
 
     def clean(self, target: Target) -> tuple[torch.Tensor, list[int]]:
@@ -152,7 +155,11 @@ class Runner:
                     else:
                         for eps in todo:
                             self.store.add([self._bounded_cell(target, spec, eps, source)])
-                rows += [self.store.get(self._row(target, spec, attack, e, source)) for e in eps_list]
+                series = [self.store.get(self._row(target, spec, attack, e, source)) for e in eps_list]
+                warning = looks_masked(series, num_classes=target.meta["dataset_info"]["num_classes"])
+                if warning:
+                    self.on_warning(f"{target.name} · {spec.name}: {warning}")
+                rows += series
         return rows
 
     def _finish(self, row: dict[str, Any], correct: torch.Tensor, robust: torch.Tensor, attack: Attack,

@@ -56,7 +56,8 @@ def parse_eps(values: list[str], scale: float) -> list[float]:
 
 
 def run_job(job: AttackJob, on_cell: Callable[[str], None] | None = None,
-            progress: Callable[[int, int], None] | None = None) -> tuple[list[dict], str]:
+            progress: Callable[[int, int], None] | None = None,
+            on_warning: Callable[[str], None] | None = None) -> tuple[list[dict], str]:
     """Run every cell of the job not yet in `out/results.csv`; return this job's rows and Markdown."""
     if job.n_samples < 1:
         raise UserError(f"--n-samples must be >= 1, got {job.n_samples}")
@@ -76,7 +77,7 @@ def run_job(job: AttackJob, on_cell: Callable[[str], None] | None = None,
     job.out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(job.out / "results.csv")
     runner = Runner(store, x, y, job.batch_size, job.seed, device, splits.info.label, job.eps_scale, on_cell,
-                    progress)
+                    progress, on_warning)
     record = provenance(job.seed, device) | {
         "checkpoints": [str(p) for p in job.checkpoints],
         "attacks": [{"name": a.name, "options": a.options} for a in job.attacks],
