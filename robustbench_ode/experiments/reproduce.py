@@ -7,6 +7,7 @@ Layout under --out (default runs/reproduce):
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -60,7 +61,6 @@ def run_experiment(exp: Experiment, out: Path, data_dir: str | None, device: str
     console.rule(f"{exp.name}: {exp.title} — preset {exp.preset}")
     for change in exp.changes:
         console.print(f"  [yellow]preset[/yellow] {change}", highlight=False)
-    sections, t0 = [], time.perf_counter()
     for part in exp.parts:
         part_t0 = time.perf_counter()
         checkpoints = [ensure_trained(m, models_dir, data_dir, device, seed, console) for m in part.models]
@@ -69,26 +69,37 @@ def run_experiment(exp: Experiment, out: Path, data_dir: str | None, device: str
                         eps_scale=part.eps_scale, n_samples=part.n_samples, seed=seed, device=device,
                         data_dir=data_dir, source=source, paper=exp.name,
                         extra={"experiment": exp.name, "preset": exp.preset, "preset_changes": exp.changes})
-        table = run_attack_command(job, console)
-        sections.append(f"## {part.dataset}\n\nwall time (training + attacks, this invocation): "
-                        f"{time.perf_counter() - part_t0:.0f} s\n\n{table}")
-    summary = _summary(exp, sections, time.perf_counter() - t0, device)
+        run_attack_command(job, console)
+        _add_wall_time(exp_dir / part.dataset / "wall_time.json", time.perf_counter() - part_t0)
+    summary = _summary(exp, exp_dir, device)
     atomic_write_text(exp_dir / "README.md", summary)
     atomic_write_json(exp_dir / "experiment.json", provenance(seed, resolve_device(device)) | {
-        "experiment": exp.name, "preset": exp.preset, "changes": exp.changes,
-        "wall_time_s": round(time.perf_counter() - t0, 1)})
+        "experiment": exp.name, "preset": exp.preset, "changes": exp.changes})
     return summary
 
 
-def _summary(exp: Experiment, sections: list[str], wall: float, device: str) -> str:
+def _add_wall_time(path: Path, seconds: float) -> None:
+    """Accumulate the wall time spent on a part over the invocations that worked on it."""
+    total = json.loads(path.read_text())["wall_time_s"] if path.exists() else 0.0
+    atomic_write_json(path, {"wall_time_s": round(total + seconds, 1)})
+
+
+def _summary(exp: Experiment, exp_dir: Path, device: str) -> str:
+    """Every table of the experiment found on disk (a run may cover one dataset at a time)."""
     paper = PAPER[exp.name]
-    lines = [f"# {exp.name} — {exp.title}", "", f"Preset: **{exp.preset}**. Device: {device}. "
-             f"Wall time of this invocation: {wall:.0f} s (reused checkpoints and cells cost nothing).", ""]
+    lines = [f"# {exp.name} — {exp.title}", "", f"Preset: **{exp.preset}**. Device: {device}.", ""]
     if paper.shape:
         lines += [f"Published shape: {paper.shape}.", ""]
     if exp.changes:
         lines += ["Changed from the paper:", ""] + [f"- {c}" for c in exp.changes] + [""]
-    return "\n".join(lines + sections)
+    for part_dir in sorted(p for p in exp_dir.iterdir() if (p / "results.md").exists()):
+        wall = json.loads((part_dir / "wall_time.json").read_text())["wall_time_s"]
+        last = (part_dir / "provenance.jsonl").read_text().splitlines()[-1]
+        info = json.loads(last)["dataset"]
+        note = f" ({info['note']})" if info.get("note") else ""
+        lines += [f"## {info['label']}{note}", "", f"Wall time, training + attacks, summed over invocations: "
+                  f"{wall:.0f} s", "", (part_dir / "results.md").read_text()]
+    return "\n".join(lines)
 
 
 def reproduce(names: list[str], preset: str, out: Path, data_dir: str | None, device: str, seed: int,
