@@ -1,9 +1,12 @@
 """Small builders shared by the CLI, checkpoint, training and evaluation tests."""
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest.mock import patch
 
 from robustbench_ode.training.trainer import TrainConfig, Trainer
 
@@ -16,7 +19,20 @@ def train_tiny(out: Path, **overrides) -> dict:
     return Trainer(TrainConfig(**(TINY | overrides)), out).run()
 
 
-def odebench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed CLI entry point the way a user does, capturing its output."""
-    return subprocess.run([sys.executable, "-m", "robustbench_ode", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd)
+def odebench_subprocess(*args: str) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh interpreter, exactly as a user does (slow: imports torch each time)."""
+    return subprocess.run([sys.executable, "-m", "robustbench_ode", *map(str, args)], capture_output=True, text=True)
+
+
+def odebench(*args: str) -> subprocess.CompletedProcess:
+    """Run the CLI's `main()` in this process with its exit code and captured stdout / stderr."""
+    from robustbench_ode.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err), patch.object(sys, "argv", ["odebench", *map(str, args)]):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

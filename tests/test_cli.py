@@ -1,7 +1,7 @@
 """The command line as a user runs it: real subprocesses, exit codes, one-line errors."""
 import pytest
 
-from .helpers import odebench, train_tiny
+from .helpers import odebench, odebench_subprocess, train_tiny
 
 
 def one_line_error(proc) -> str:
@@ -17,6 +17,11 @@ def ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     train_tiny(out, epochs=1)
     return out
+
+
+def test_the_installed_entry_point_runs_and_fails_cleanly_in_a_fresh_process():
+    assert odebench_subprocess("list", "attacks").returncode == 0
+    assert "unknown model 'nope'" in one_line_error(odebench_subprocess("train", "--model", "nope"))
 
 
 def test_list_shows_every_registry_with_options():
