@@ -24,3 +24,11 @@ def _one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The embedded offline dataset, loaded once."""
+    from robustbench_ode.data import load_dataset
+
+    return load_dataset("digits")

@@ -35,15 +35,6 @@ TRAINING = {
 ADVERSARIAL = ["pgd", "trades", "yopo"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The box is shared: one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, tuple[Trainer, dict]]:
     """The tiny digits ResNet trained for 3 epochs by every method, same seed: (trainer, metadata)."""

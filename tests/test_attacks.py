@@ -11,7 +11,6 @@ from robustbench_ode.attacks.apgd import checkpoint_lengths
 from robustbench_ode.attacks.ball import lp_norm
 from robustbench_ode.attacks.base import KINDS, NORMS
 from robustbench_ode.attacks.sampling import make_generator, random_in_ball
-from robustbench_ode.data import load_dataset
 from robustbench_ode.errors import UserError
 from robustbench_ode.models.base import ImageClassifier
 from robustbench_ode.registry import ATTACKS
@@ -60,20 +59,6 @@ class Probe(nn.Module):
             {"training": self.training, "grad": torch.is_grad_enabled() and x.requires_grad, "n": len(x)}
         )
         return self.model(x)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from robustbench_ode.attacks.base import Attack
 from robustbench_ode.audit import AuditConfig, Bench, looks_masked, noise_tolerance, run_checks
 from robustbench_ode.audit import checks
 from robustbench_ode.audit.checks import FAIL, NA, PASS, ode_surrogates
-from robustbench_ode.data import balanced_subset, load_dataset
+from robustbench_ode.data import balanced_subset
 from robustbench_ode.models import build_model
 from robustbench_ode.models.base import ImageClassifier
 
@@ -21,20 +21,6 @@ from .helpers import odebench, train_tiny
 
 # budgets small enough for a fraction of a second per attack on the digits MLP
 FAST = AuditConfig(eps=0.1, apgd_steps=20, square_queries=100, spsa_steps=5, spsa_samples=8, fd_samples=4)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

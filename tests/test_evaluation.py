@@ -114,7 +114,6 @@ def test_a_cell_that_looks_masked_prints_a_warning(tmp_path):
     import torch
     from torch import nn
 
-    from robustbench_ode.checkpoint import save_checkpoint
     from robustbench_ode.data import load_dataset
     from robustbench_ode.evaluation.runner import Runner, Target
 

@@ -11,15 +11,6 @@ from robustbench_ode.models.odenet import ODEClassifier
 from robustbench_ode.registry import MODELS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; several threads on a shared 2-core box spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def info_for(channels: int, size: int, classes: int = 10) -> DatasetInfo:
     return DatasetInfo("toy", "toy", channels, size, classes, (0.5,) * channels, (0.25,) * channels)
 

@@ -13,15 +13,6 @@ H = 0.3
 DIM = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; several threads on a shared 2-core box spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def linear(matrix: torch.Tensor):
     """The vector field f(y) = A y on (N, d) batches."""
     return lambda y: y @ matrix.T

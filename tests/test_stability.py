@@ -15,7 +15,6 @@ from robustbench_ode.audit import depth_of, measure, stability_rows
 from robustbench_ode.audit.command import parse_sizes
 from robustbench_ode.audit.stability import perturbation
 from robustbench_ode.checkpoint import save_checkpoint
-from robustbench_ode.data import load_dataset
 from robustbench_ode.errors import UserError
 from robustbench_ode.models import build_model
 from robustbench_ode.models.ode_block import ODEBlock, SolverConfig
@@ -24,20 +23,6 @@ from robustbench_ode.models.scheme_net import SchemeNet
 from .helpers import odebench
 
 CHANNELS, SIDE, BLOCKS = 3, 4, 6
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def linear_resnet(a: Tensor, h: float) -> SchemeNet:

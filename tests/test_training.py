@@ -8,11 +8,6 @@ from robustbench_ode.training.trainer import STATE, TrainConfig, Trainer, make_o
 from .helpers import TINY
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    torch.set_num_threads(1)
-
-
 def test_a_tiny_resnet_learns_the_digits(tmp_path):
     meta = Trainer(TrainConfig(**(TINY | {"epochs": 3})), tmp_path / "run").run()
     assert meta["history"][-1]["train_loss"] < meta["history"][0]["train_loss"]
