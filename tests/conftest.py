@@ -32,3 +32,22 @@ def digits():
     from robustbench_ode.data import load_dataset
 
     return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A 64-64-10 MLP trained full-batch on digits for a second (~95% test accuracy)."""
+    import torch
+    from torch import nn
+
+    from robustbench_ode.models.base import ImageClassifier
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    model = ImageClassifier(digits.info, body)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(digits.train_x), digits.train_y).backward()
+        opt.step()
+    return model.eval()

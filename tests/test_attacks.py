@@ -12,7 +12,6 @@ from robustbench_ode.attacks.ball import lp_norm
 from robustbench_ode.attacks.base import KINDS, NORMS
 from robustbench_ode.attacks.sampling import make_generator, random_in_ball
 from robustbench_ode.errors import UserError
-from robustbench_ode.models.base import ImageClassifier
 from robustbench_ode.registry import ATTACKS
 
 ALL = ATTACKS.names()
@@ -59,20 +58,6 @@ class Probe(nn.Module):
             {"training": self.training, "grad": torch.is_grad_enabled() and x.requires_grad, "n": len(x)}
         )
         return self.model(x)
-
-
-@pytest.fixture(scope="module")
-def trained(digits) -> nn.Module:
-    """A 64-64-10 MLP trained full-batch on digits for a second (~95% test accuracy)."""
-    torch.manual_seed(0)
-    body = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    model = ImageClassifier(digits.info, body)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(digits.train_x), digits.train_y).backward()
-        opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from robustbench_ode.audit import checks
 from robustbench_ode.audit.checks import FAIL, NA, PASS, ode_surrogates
 from robustbench_ode.data import balanced_subset
 from robustbench_ode.models import build_model
-from robustbench_ode.models.base import ImageClassifier
 
 from .helpers import odebench, train_tiny
 
@@ -27,20 +26,6 @@ FAST = AuditConfig(eps=0.1, apgd_steps=20, square_queries=100, spsa_steps=5, sps
 def samples(digits) -> tuple[Tensor, Tensor]:
     idx = balanced_subset(digits.test_y, 100)
     return digits.test_x[idx], digits.test_y[idx]
-
-
-@pytest.fixture(scope="module")
-def trained(digits) -> nn.Module:
-    """A 64-64-10 MLP trained full-batch on digits for a second (~95% test accuracy)."""
-    torch.manual_seed(0)
-    body = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    model = ImageClassifier(digits.info, body)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(digits.train_x), digits.train_y).backward()
-        opt.step()
-    return model.eval()
 
 
 class Quantised(nn.Module):

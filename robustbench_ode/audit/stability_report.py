@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
+from ..report.plot import save_figure
 from ..runinfo import atomic_write_text
 
 COLUMNS = ["model", "kind", "size", "depth", "time", "position", "amplification", "amplification_max", "lipschitz"]
@@ -68,9 +69,4 @@ def plot_amplification(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("|z_n − y_n| / |z_0 − y_0|")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
