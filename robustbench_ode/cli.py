@@ -159,6 +159,10 @@ def attack(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
     source: Optional[Path] = typer.Option(None, help="transfer mode: craft on this checkpoint, evaluate on --checkpoint"),
+    grad_solver: Optional[str] = typer.Option(
+        None, help="ODE models: take gradients through this solver while the model's own decides, "
+        "e.g. rk4:step_size=0.05 or dopri5:adjoint=false (gradient attacks only)"),
+    eot: int = typer.Option(1, help="average each gradient over this many passes (EOT, for randomised models)"),
     paper: Optional[str] = typer.Option(None, help="add the paper's numbers side by side (E1..E5)"),
     out: Path = typer.Option(Path("runs/attack"), "--out", "-o", help="output dir (results.csv/.md, plot)"),
 ) -> None:
@@ -167,15 +171,16 @@ def attack(
     from .evaluation.session import AttackJob, parse_eps
 
     job = AttackJob(
-        checkpoints=checkpoint, attacks=_attack_specs(attack_name, attack_arg), eps=parse_eps(eps, eps_scale),
+        checkpoints=checkpoint, attacks=_attack_specs(attack_name, attack_arg, grad_solver, eot), eps=parse_eps(eps, eps_scale),
         out=out, eps_scale=eps_scale, n_samples=n_samples, batch_size=batch_size, seed=seed, device=device,
         data_dir=data_dir, source=source, paper=_paper_name(paper),
     )
     run_attack_command(job, console)
 
 
-def _attack_specs(names: list[str], raw_args: list[str] | None) -> list:
-    """Attack specs; 'key=value' applies to every attack that has the option, 'name.key=value' to one."""
+def _attack_specs(names: list[str], raw_args: list[str] | None, grad_solver: str | None = None, eot: int = 1) -> list:
+    """Attack specs; 'key=value' applies to every attack that has the option, 'name.key=value' to one.
+    `grad_solver` and `eot` apply to every attack (all must be gradient attacks)."""
     from .evaluation.runner import AttackSpec
 
     specs = []
@@ -187,7 +192,7 @@ def _attack_specs(names: list[str], raw_args: list[str] | None) -> list:
             owner, _, opt = key.rpartition(".")
             if owner == name or (not owner and opt in entry.options):
                 mine[opt] = value
-        specs.append(AttackSpec.parse(name, mine))
+        specs.append(AttackSpec.parse(name, mine, grad_solver, eot))
     for key in pairs:
         owner, _, opt = key.rpartition(".")
         if owner and owner not in names:

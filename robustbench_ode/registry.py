@@ -98,7 +98,8 @@ class Entry:
         return ", ".join(f"{o.name}={o.default}" for o in self.options.values() if o.name not in hidden)
 
 
-def _options_of(builder: Callable[..., Any]) -> dict[str, Option]:
+def options_of(builder: Callable[..., Any]) -> dict[str, Option]:
+    """The keyword options of a builder (or class) with their types and defaults, from its signature."""
     target = builder.__init__ if inspect.isclass(builder) else builder
     try:
         hints = typing.get_type_hints(target)
@@ -134,7 +135,7 @@ class Registry:
         def deco(builder: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' registered twice")
-            self._entries[name] = Entry(name, builder, description, _options_of(builder), self.kind)
+            self._entries[name] = Entry(name, builder, description, options_of(builder), self.kind)
             return builder
 
         return deco

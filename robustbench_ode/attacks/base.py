@@ -15,6 +15,11 @@ Cost counters, both per-sample evaluations summed over every batch (divide by N 
 average). They accumulate across calls; `reset_counters()` zeroes them.
 - `grad_calls`: input-gradient evaluations, one forward + backward pass counts `len(batch)`.
 - `queries`: forward-only evaluations (clean checks, success checks, gradient-free search).
+
+EOT (Expectation over Transformation; Athalye et al. 2018): with `eot = k > 1`, every input
+gradient is the mean over k forward/backward passes, so a randomised model (or a random input
+transform such as DI²-FGSM's) is attacked through its expected loss rather than one random draw.
+It costs k gradient calls per step and is set per attack instance (`attack.eot = k`).
 """
 from __future__ import annotations
 
@@ -93,10 +98,12 @@ class Attack:
     name: str = ""
     norm: str = "linf"
     kind: str = "bounded"
+    uses_gradients: bool = True  # False for decision- and score-based attacks
 
     def __init__(self) -> None:
         self.grad_calls = 0
         self.queries = 0
+        self.eot = 1
 
     def reset_counters(self) -> None:
         """Zero `grad_calls` and `queries`."""
@@ -141,14 +148,18 @@ class Attack:
     ) -> tuple[Tensor, Tensor]:
         """Logits of `transform(x)` and the gradient of the summed per-sample loss w.r.t. `x`.
 
-        Counted in `grad_calls`. `torch.autograd.grad` leaves the parameters' `.grad` untouched.
+        With `eot > 1` the gradient is averaged over that many passes (the logits are the last
+        pass's). Counted in `grad_calls`. `torch.autograd.grad` leaves the parameters' `.grad` untouched.
         """
-        self.grad_calls += len(x)
+        self.grad_calls += len(x) * self.eot
         x = x.detach().requires_grad_(True)
+        total = torch.zeros_like(x)
         with torch.enable_grad():
-            logits = model(transform(x) if transform is not None else x)
-            (grad,) = torch.autograd.grad(loss(logits, y).sum(), x)
-        return logits.detach(), grad.detach()
+            for _ in range(self.eot):
+                logits = model(transform(x) if transform is not None else x)
+                (grad,) = torch.autograd.grad(loss(logits, y).sum(), x)
+                total += grad
+        return logits.detach(), (total / self.eot).detach()
 
     def track(self, model: nn.Module, x: Tensor, y: Tensor) -> FirstAdversarial:
         """Start a `FirstAdversarial` record: samples the clean input already fools are done."""

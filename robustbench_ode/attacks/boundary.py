@@ -54,6 +54,7 @@ class Boundary(Attack):
     """
 
     name = "boundary"
+    uses_gradients = False
     norm = "l2"
     kind = "minimal"
 

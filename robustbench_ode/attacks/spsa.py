@@ -39,6 +39,7 @@ class SPSA(Attack):
     """
 
     name = "spsa"
+    uses_gradients = False
     norm = "linf"
 
     def __init__(

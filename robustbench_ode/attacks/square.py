@@ -44,6 +44,7 @@ class Square(Attack):
     """
 
     name = "square"
+    uses_gradients = False
     norm = "linf"
 
     def __init__(self, *, queries: int = 1000, p_init: float = 0.05, seed: int = 0) -> None:

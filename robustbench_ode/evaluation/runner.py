@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from ..attacks.base import Attack
+from ..attacks.gradient_from import GradientFrom
 from ..audit.masking import looks_masked
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
-from ..models.base import nfe_of
+from ..models.base import nfe_of, parse_solver_spec, solver_surrogate
 from ..registry import ATTACKS
 from ..runinfo import seed_everything
 from .store import ResultStore
@@ -50,21 +51,46 @@ class Target:
 
 @dataclass
 class AttackSpec:
-    """A registered attack name with parsed options."""
+    """A registered attack name with parsed options, and how a gradient attack takes gradients.
+
+    `grad_solver` ('rk4:step_size=0.05', see `models.base.parse_solver_spec`) makes the attack
+    differentiate an ODE model through that solver while the model's own solver decides
+    (`GradientFrom`); `eot` averages each gradient over that many passes (randomised models).
+    """
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+    grad_solver: str | None = None
+    eot: int = 1
+
+    def __post_init__(self) -> None:
+        if self.eot < 1:
+            raise UserError(f"--eot must be >= 1, got {self.eot}")
+        if (self.grad_solver or self.eot > 1) and not ATTACKS.get(self.name).builder.uses_gradients:
+            raise UserError(f"attack '{self.name}' uses no gradients: --grad-solver and --eot apply to gradient attacks")
+        if self.grad_solver:
+            parse_solver_spec(self.grad_solver)  # fail before any work
 
     @classmethod
-    def parse(cls, name: str, raw: dict[str, str]) -> "AttackSpec":
-        return cls(name, ATTACKS.get(name).parse_options(raw))
+    def parse(cls, name: str, raw: dict[str, str], grad_solver: str | None = None, eot: int = 1) -> "AttackSpec":
+        return cls(name, ATTACKS.get(name).parse_options(raw), grad_solver, eot)
 
     def build(self) -> Attack:
-        return ATTACKS.get(self.name).builder(**self.options)
+        attack = ATTACKS.get(self.name).builder(**self.options)
+        attack.eot = self.eot
+        return attack
+
+    def crafting_model(self, model: nn.Module) -> nn.Module:
+        """The model the attack runs on: `model` itself, or `model` differentiated through `grad_solver`."""
+        if not self.grad_solver:
+            return model
+        return GradientFrom(model, solver_surrogate(model, **parse_solver_spec(self.grad_solver)))
 
     @property
     def args_text(self) -> str:
-        return json.dumps(self.options, sort_keys=True)
+        """Options as JSON (the result store's key): gradient settings appear only when not default."""
+        extra = ({"grad_solver": self.grad_solver} if self.grad_solver else {}) | ({"eot": self.eot} if self.eot > 1 else {})
+        return json.dumps(self.options | extra, sort_keys=True)
 
 
 def cell_seed(seed: int, *parts: Any) -> int:
@@ -188,11 +214,11 @@ class Runner:
         if eps > 0:
             if source is None:
                 idx = torch.nonzero(correct).flatten()  # misclassified samples need no attack
-                x_adv = self._craft(attack, target.model, self.x[idx], self.y[idx], eps)
+                x_adv = self._craft(attack, spec.crafting_model(target.model), self.x[idx], self.y[idx], eps)
                 pred, _ = predict(target.model, x_adv, self.batch_size, self.device)
                 robust[idx] = pred == self.y[idx]
             else:
-                x_adv = self._craft(attack, source.model, self.x, self.y, eps)
+                x_adv = self._craft(attack, spec.crafting_model(source.model), self.x, self.y, eps)
                 pred, _ = predict(target.model, x_adv, self.batch_size, self.device)
                 robust = pred == self.y
         return self._finish(row, correct, robust, attack, nfes, t0)

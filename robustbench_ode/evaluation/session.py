@@ -80,7 +80,8 @@ def run_job(job: AttackJob, on_cell: Callable[[str], None] | None = None,
                     progress, on_warning)
     record = provenance(job.seed, device) | {
         "checkpoints": [str(p) for p in job.checkpoints],
-        "attacks": [{"name": a.name, "options": a.options} for a in job.attacks],
+        "attacks": [{"name": a.name, "options": a.options, "grad_solver": a.grad_solver, "eot": a.eot}
+                    for a in job.attacks],
         "eps": job.eps, "eps_scale": job.eps_scale, "n_samples": len(y), "batch_size": job.batch_size,
         "source": str(job.source) if job.source else None, "dataset": splits.info.to_dict(), **job.extra,
     }

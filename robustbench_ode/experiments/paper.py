@@ -23,15 +23,11 @@ def _model(key: str, dataset: str, spec: tuple[str, dict[str, Any], int, int], s
                                       batch_size=batch, subset=subset, **train))
 
 
-def _odenet_lr(kind: str) -> float:
-    return 1e-3 if kind == "mnist" else 1e-4  # Table A1
-
-
 def table1_models(p: Preset, kind: str, dataset: str) -> list[ModelSpec]:
     """The ResNet50 and the Neural ODE that E2, E3 and E4 attack."""
     subset = p.train_subset[kind]
     return [_model("resnet50", dataset, p.resnet[kind], subset, test_subset=p.test_subset),
-            _model("odenet", dataset, p.odenet[kind], subset, test_subset=p.test_subset, lr=_odenet_lr(kind))]
+            _model("odenet", dataset, p.odenet[kind], subset, test_subset=p.test_subset, lr=p.odenet_lr[kind])]
 
 
 def _eps(kind: str, mnist: list[float], cifar: list[float]) -> tuple[list[float], float]:
@@ -76,7 +72,8 @@ def e4(p: Preset, datasets: dict[str, str]) -> list[Part]:
     parts = []
     boundary = AttackSpec.parse("boundary", {"steps": str(p.boundary_steps)})
     for kind, dataset in datasets.items():
-        eps, scale = _eps(kind, p.e3_mnist_eps, p.e3_cifar_eps)
+        extra = p.e4_extra_eps.get(kind, ())
+        eps, scale = _eps(kind, p.e3_mnist_eps + extra * (kind == "mnist"), p.e3_cifar_eps + extra * (kind != "mnist"))
         parts.append(Part(dataset, table1_models(p, kind, dataset), [boundary], eps, scale, p.boundary_samples))
     return parts
 

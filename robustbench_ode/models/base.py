@@ -5,11 +5,14 @@ expose `nfe_forward` / `nfe_backward` counters, summed by `nfe_of`.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..data.base import DatasetInfo
 from ..errors import UserError
+from ..registry import Entry, options_of, parse_kv
 
 
 class ImageClassifier(nn.Module):
@@ -49,6 +52,23 @@ def solver_surrogate(model: nn.Module, **options: object) -> nn.Module:
     if with_solver is None:
         raise UserError(f"{type(model).__name__} has no ODE solver to swap (solver surrogates need an ODE model)")
     return with_solver(**options)
+
+
+def parse_solver_spec(text: str) -> dict[str, Any]:
+    """'rk4:step_size=0.05:adjoint=false' -> `solver_surrogate` options, validated and typed.
+
+    The first field names a torchdiffeq solver; the rest are `with_solver` options (step_size,
+    adjoint, rtol, atol, max_nfe). A bad solver, option or value is a UserError.
+    """
+    from .ode_block import SOLVER_NAMES
+    from .odenet import ODEClassifier
+
+    solver, *pairs = [part.strip() for part in text.split(":")]
+    if solver not in SOLVER_NAMES:
+        raise UserError(f"--grad-solver '{text}': unknown solver '{solver}' (torchdiffeq methods: "
+                        f"{', '.join(SOLVER_NAMES)}); example: rk4:step_size=0.05")
+    entry = Entry(solver, ODEClassifier.with_solver, "", options_of(ODEClassifier.with_solver), "--grad-solver")
+    return {"solver": solver} | entry.parse_options(parse_kv(pairs, "--grad-solver"))
 
 
 def fast_layout(model: nn.Module, channels_last: bool) -> nn.Module:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..registry import Entry, _options_of
+from ..registry import Entry, options_of
 
 
 class TrainMethod:
@@ -60,7 +60,7 @@ def method_entry(name: str) -> Entry:
     if name not in METHODS:
         raise UserError(f"unknown training method '{name}' (known: {', '.join(sorted(METHODS))})")
     cls, desc = METHODS[name]
-    return Entry(name, cls, desc, _options_of(cls), "training method")
+    return Entry(name, cls, desc, options_of(cls), "training method")
 
 
 def build_method(name: str, options: dict[str, str] | None = None) -> TrainMethod:
