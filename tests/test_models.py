@@ -151,3 +151,16 @@ def test_max_nfe_caps_the_forward_solve():
         odenet(solver="rk4", step_size=0.25, max_nfe=15)(x)
     with pytest.raises(RuntimeError, match="max_nfe"):
         odenet(rtol=1e-8, atol=1e-8, max_nfe=10)(x)
+
+
+
+@pytest.mark.parametrize("name", ["odenet", "odenet_mnist", "odenet_cifar10"])
+def test_zero_init_starts_the_ode_flow_as_the_identity(name):
+    torch.manual_seed(0)
+    model = build_model(name, info_for(1, 8), channels=4, conv_layers=1, t1=100.0, zero_init=True).eval()
+    y0 = torch.randn(3, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model.body.block(y0), y0, atol=1e-5)  # f = 0: only rounding moves y
+    default = build_model(name, info_for(1, 8), channels=4, conv_layers=1, t1=100.0).eval()
+    with torch.no_grad():
+        assert not torch.allclose(default.body.block(y0), y0)

@@ -84,3 +84,19 @@ def test_unknown_experiment_or_preset_is_a_user_error(tmp_path):
         reproduce(["E7"], "fast", tmp_path, None, "cpu", 0, None, None, Console(quiet=True))
     with pytest.raises(UserError, match="--preset"):
         reproduce(["E2"], "slow", tmp_path, None, "cpu", 0, None, None, Console(quiet=True))
+
+
+def test_a_finished_checkpoint_trained_with_other_settings_is_never_reused(tmp_path):
+    from robustbench_ode.experiments.reproduce import ensure_trained
+    from robustbench_ode.experiments.spec import ModelSpec
+    from robustbench_ode.training.trainer import TrainConfig
+
+    spec = ModelSpec("tiny", TrainConfig(model="resnet_small", dataset="digits", model_options={"width": 4},
+                                         epochs=1, batch_size=128))
+    quiet = Console(quiet=True)
+    run_dir = ensure_trained(spec, tmp_path, None, "cpu", 0, quiet)
+    assert ensure_trained(spec, tmp_path, None, "cpu", 0, quiet) == run_dir  # same settings: reused
+    longer = ModelSpec("tiny", TrainConfig(model="resnet_small", dataset="digits", model_options={"width": 4},
+                                           epochs=2, batch_size=128))
+    with pytest.raises(UserError, match="trained with other settings"):
+        ensure_trained(longer, tmp_path, None, "cpu", 0, quiet)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..attacks.ball import lp_norm
 from ..attacks.base import Attack, eval_mode
+from ..attacks.gradient_from import GradientFrom
 from ..registry import ATTACKS
 from .gradients import gradient_stats
 from .masking import LINF_ALL_GREY, noise_tolerance
@@ -275,8 +276,8 @@ def ode_surrogates(model: nn.Module, cfg: AuditConfig) -> dict[str, nn.Module]:
 
 @_timed
 def check_surrogate(bench: Bench, cfg: AuditConfig) -> CheckResult:
-    """PGD crafted through a fixed-step / adjoint-free surrogate of an ODE model (same weights)
-    and evaluated on the real model must not beat the model's own gradients."""
+    """PGD whose gradients come from a fixed-step / adjoint-free surrogate of an ODE model (same
+    weights) while the real model decides (`GradientFrom`) must not beat the model's own gradients."""
     surrogates = ode_surrogates(bench.model, cfg)
     if not surrogates:
         return CheckResult("ODE solver surrogate", NA, {}, "not an ODE model: there is no solver to swap")
@@ -284,7 +285,7 @@ def check_surrogate(bench: Bench, cfg: AuditConfig) -> CheckResult:
     best_acc = bench.accuracy(best)
     tol = noise_tolerance(best_acc, bench.n)
     accs = {name: bench.accuracy(bench.robust(f"PGD-40x5 via {name}", GRADIENT_ATTACKS["PGD-40x5"](cfg), cfg.eps,
-                                              source=surrogate))
+                                              source=GradientFrom(bench.model, surrogate)))
             for name, surrogate in surrogates.items()}
     numbers = {"eps": _r(cfg.eps), f"own gradients ({best_name})": _r(best_acc),
                **{f"via {k}": _r(v) for k, v in accs.items()}, "noise": _r(tol)}
@@ -297,7 +298,7 @@ def check_surrogate(bench: Bench, cfg: AuditConfig) -> CheckResult:
         status, why = WARN, f"attacking via {winner} is stronger by more than one sample (within noise)"
     else:
         status, why = PASS, "the model's own gradients are at least as strong as a fixed-step surrogate's"
-    return CheckResult("ODE solver surrogate (PGD-40x5 transfer)", status, numbers, why)
+    return CheckResult("ODE solver surrogate (PGD-40x5, surrogate gradients)", status, numbers, why)
 
 
 CHECKS: tuple[Callable[[Bench, AuditConfig], CheckResult], ...] = (

@@ -104,7 +104,7 @@ CPU = Preset(
     train_subset={"mnist": None, "cifar10": 10000},
     resnet={"mnist": ("resnet20", {}, 3, 128), "cifar10": ("resnet20", {}, 8, 128)},
     odenet={"mnist": ("odenet_mnist", {"channels": 32, "conv_layers": 2}, 2, 32),
-            "cifar10": ("odenet_cifar10", {"channels": 32, "conv_layers": 2, "t1": 100.0}, 4, 32)},
+            "cifar10": ("odenet_cifar10", {"channels": 32, "conv_layers": 2, "t1": 100.0, "zero_init": True}, 5, 32)},
     e1=("resnet20", {}, 3, 128),
     e1_source=("resnet_small", {}, 3, 128),
     e5_preact=("preact_resnet18", {"width": 16}, 3, 128),

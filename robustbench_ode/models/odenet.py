@@ -8,6 +8,10 @@ downsampling convs -> ODE block (y' = f(t, y) on [0, t1]) -> GroupNorm-ReLU -> g
   (GroupNorm-ReLU-conv3x3 with t concatenated as an extra input channel) x conv_layers, GroupNorm.
 - Table A1's "convolution layers" (4 on MNIST, 5 on CIFAR-10) is read as the depth of f, the
   part a Neural ODE's hyper-parameters describe; the downsampling above is not counted.
+- `zero_init=True` sets the scale of f's last GroupNorm to 0, so f = 0 and the flow is the
+  identity at initialisation. The paper gives no initialisation; with t1 = 100 the default one
+  starts from a field that swamps the input, and on CIFAR-10 (32 channels, 2k images, 3 epochs)
+  zero-init reached 27% test accuracy at NFE ~35 where the default reached 16% at NFE ~70.
 
 `ODEClassifier.with_solver` returns a second classifier over the same parameters that
 integrates differently (e.g. rk4 to attack through while dopri5 classifies).
@@ -119,9 +123,12 @@ class ODEClassifier(ImageClassifier):
 
 
 def _build(
-    info: DatasetInfo, name: str, channels: int, conv_layers: int, config: SolverConfig
+    info: DatasetInfo, name: str, channels: int, conv_layers: int, config: SolverConfig, zero_init: bool
 ) -> ODEClassifier:
     require_positive(name, channels=channels, conv_layers=conv_layers)
+    func = ODEFunc(channels, conv_layers)
+    if zero_init:  # f starts at 0: the flow starts as the identity (cf. zero-init residuals, Goyal et al. 2017)
+        nn.init.zeros_(func.norms[-1].weight)
     head = nn.Sequential(
         group_norm(channels),
         nn.ReLU(inplace=True),
@@ -129,7 +136,7 @@ def _build(
         nn.Flatten(),
         nn.Linear(channels, info.num_classes),
     )
-    block = ODEBlock(ODEFunc(channels, conv_layers), config)
+    block = ODEBlock(func, config)
     body = ODENet(downsampling(info.in_channels, channels, info.image_size), block, head)
     return ODEClassifier(info, body)
 
@@ -146,10 +153,11 @@ def odenet(
     step_size: float = 0.0,
     adjoint: bool = False,
     max_nfe: int = 0,
+    zero_init: bool = False,
 ) -> ODEClassifier:
     """A CPU-cheap Neural ODE (t1 = 1, 64 channels, f of 2 convs); every option overridable."""
     config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe)
-    return _build(info, "odenet", channels, conv_layers, config)
+    return _build(info, "odenet", channels, conv_layers, config, zero_init)
 
 
 @MODELS.register("odenet_mnist", "Paper's MNIST Neural ODE (Table A1): f of 4 convs, 128 channels, dopri5, t1=100")
@@ -164,10 +172,11 @@ def odenet_mnist(
     step_size: float = 0.0,
     adjoint: bool = False,
     max_nfe: int = 0,
+    zero_init: bool = False,
 ) -> ODEClassifier:
     """Appendix A's MNIST configuration (tolerances are not given there; Chen et al.'s 1e-3 kept)."""
     config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe)
-    return _build(info, "odenet_mnist", channels, conv_layers, config)
+    return _build(info, "odenet_mnist", channels, conv_layers, config, zero_init)
 
 
 @MODELS.register("odenet_cifar10", "Paper's CIFAR-10 Neural ODE (Table A1): f of 5 convs, 256 channels, dopri5, t1=500")
@@ -182,7 +191,8 @@ def odenet_cifar10(
     step_size: float = 0.0,
     adjoint: bool = False,
     max_nfe: int = 0,
+    zero_init: bool = False,
 ) -> ODEClassifier:
     """Appendix A's CIFAR-10 configuration (tolerances are not given there; Chen et al.'s 1e-3 kept)."""
     config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe)
-    return _build(info, "odenet_cifar10", channels, conv_layers, config)
+    return _build(info, "odenet_cifar10", channels, conv_layers, config, zero_init)

@@ -72,7 +72,7 @@ class TrainConfig:
             raise UserError(f"--lr-step must be >= 1, got {self.lr_step}")
 
 
-def _resumable_part(config: dict[str, Any]) -> dict[str, Any]:
+def resumable_part(config: dict[str, Any]) -> dict[str, Any]:
     """The config fields a resume must keep: all but where it runs and where the data lives
     (the lr schedule depends on epochs, so they must match too)."""
     return {k: v for k, v in config.items() if k not in ("device", "data_dir", "download")}
@@ -162,7 +162,7 @@ class Trainer:
             state = torch.load(state_file, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or foreign file
             raise UserError(f"cannot resume from '{state_file}': {str(exc).splitlines()[0]}") from None
-        if _resumable_part(state.get("config", {})) != _resumable_part(asdict(self.cfg)):
+        if resumable_part(state.get("config", {})) != resumable_part(asdict(self.cfg)):
             raise UserError(f"'{self.out}' was started with a different configuration (see its config.json); "
                             "resume with the same options or choose another --out")
         self.model.load_state_dict(state["model"])
