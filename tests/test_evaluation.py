@@ -130,3 +130,15 @@ def test_a_cell_that_looks_masked_prints_a_warning(tmp_path):
                     on_warning=warnings.append)
     runner.run([target], [AttackSpec.parse("pgd", {"steps": "3"})], [0.0, 0.5])
     assert len(warnings) == 1 and "above chance" in warnings[0]
+
+
+def test_rows_over_different_sample_counts_never_share_a_table():
+    from robustbench_ode.report.tables import markdown
+
+    row = {"dataset": "MNIST", "model": "m", "architecture": "a", "training": "standard", "source": "",
+           "attack": "boundary", "attack_args": "{}", "norm": "l2", "eps_scale": 1.0, "clean_acc": 0.9}
+    df = pd.DataFrame([row | {"eps": 0.5, "n": 200, "robust_acc": 0.7},
+                       row | {"eps": 0.5, "n": 100, "robust_acc": 0.8}, row | {"eps": 2.0, "n": 100, "robust_acc": 0.6}])
+    old, new = markdown(df).split("n = 100")
+    assert "n = 200" in old and "70.00" in old and "80.00" not in old
+    assert "70.00" not in new and "80.00" in new and "60.00" in new

@@ -34,7 +34,10 @@ def _with_paper(ours: float, paper: float | None) -> str:
 
 
 def markdown(df: pd.DataFrame, paper: str | None = None) -> str:
-    """Render rows as one table per (dataset, norm, ε scale); `paper` adds published numbers."""
+    """Render rows as one table per (dataset, norm, ε scale, n); `paper` adds published numbers.
+
+    Rows over different numbers of samples never share a table (a grid rerun on another n, e.g.
+    after a preset change, shows as its own table instead of mixing the two)."""
     if df.empty:
         return "_no results yet_\n"
     df = df.copy()
@@ -47,9 +50,8 @@ def markdown(df: pd.DataFrame, paper: str | None = None) -> str:
     if paper:
         out.append(f"Published numbers: {PAPER[paper].title}" + (f" — {PAPER[paper].shape}" if PAPER[paper].shape else ""))
         out.append("")
-    for (dataset, norm, scale), g in df.groupby(["dataset", "norm", "eps_scale"], sort=False):
+    for (dataset, norm, scale, n), g in df.groupby(["dataset", "norm", "eps_scale", "n"], sort=False):
         eps_values = sorted(g["eps"].unique())
-        n = int(g["n"].max())
         out.append(f"### Robust accuracy (%) on {dataset}, {norm.upper()} ε, n = {n}")
         out.append("")
         header = ["attack", "model", "training", "clean"] + [f"ε={eps_label(e, scale)}" for e in eps_values]
