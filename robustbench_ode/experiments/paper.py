@@ -72,8 +72,8 @@ def e4(p: Preset, datasets: dict[str, str]) -> list[Part]:
     parts = []
     boundary = AttackSpec.parse("boundary", {"steps": str(p.boundary_steps)})
     for kind, dataset in datasets.items():
-        extra = p.e4_extra_eps.get(kind, ())
-        eps, scale = _eps(kind, p.e3_mnist_eps + extra * (kind == "mnist"), p.e3_cifar_eps + extra * (kind != "mnist"))
+        grid = (p.e3_mnist_eps if kind == "mnist" else p.e3_cifar_eps) + p.e4_extra_eps.get(kind, ())
+        eps, scale = _eps(kind, grid, grid)
         parts.append(Part(dataset, table1_models(p, kind, dataset), [boundary], eps, scale, p.boundary_samples))
     return parts
 

@@ -68,7 +68,7 @@ class Preset:
                        "(paper: steps of 0.05 and 5/255)")
         if experiment in ("E2", "E3", "E4", "E5"):
             out += [f"Neural ODE on {kind}: Adam lr {lr:g} (paper: {PAPER.odenet_lr[kind]:g}; a few epochs need "
-                    "a larger step than 200 do)" for kind, lr in self.odenet_lr.items() if lr != PAPER.odenet_lr[kind]]
+                    "a larger step than the paper's 200)" for kind, lr in self.odenet_lr.items() if lr != PAPER.odenet_lr[kind]]
         if experiment == "E5" and self.e5_method_options:
             out.append(f"adversarial-training options: {self.e5_method_options}")
         if self.test_subset:
