@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..evaluation.session import AttackJob
 from ..report.paper import PAPER
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device
-from ..training.trainer import STATE, resumable_part
+from ..training.trainer import STATE, trained_with
 from .paper import BUILDERS, build
 from .presets import PRESETS
 from .spec import Experiment, ModelSpec
@@ -47,9 +47,7 @@ def ensure_trained(spec: ModelSpec, models_dir: Path, data_dir: str | None, devi
     run_dir = models_dir / spec.train.dataset / spec.key
     cfg = replace(spec.train, data_dir=data_dir, device=device, seed=seed)
     if (run_dir / META).exists() and read_meta(run_dir).get("completed"):
-        stored = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
-        stored.pop("resolved", None)
-        if resumable_part(stored) != resumable_part(asdict(cfg)):
+        if not trained_with(run_dir, cfg):
             raise UserError(f"'{run_dir}' was trained with other settings than this preset asks for (see its "
                             "config.json); move it away to retrain, or choose another --out")
         console.print(f"reusing {run_dir}")

@@ -7,6 +7,7 @@ from epoch k computes exactly what an uninterrupted run computes.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everyt
 from .methods import build_method, method_entry
 
 STATE = "train_state.pt"
+CONFIG = "config.json"
 
 
 @dataclass
@@ -76,6 +78,17 @@ def resumable_part(config: dict[str, Any]) -> dict[str, Any]:
     """The config fields a resume must keep: all but where it runs and where the data lives
     (the lr schedule depends on epochs, so they must match too)."""
     return {k: v for k, v in config.items() if k not in ("device", "data_dir", "download")}
+
+
+def trained_with(out: Path, cfg: "TrainConfig") -> bool:
+    """True when run dir `out` was trained with `cfg` (up to where it ran), per its config.json;
+    False when that file is missing or unreadable."""
+    try:
+        stored = json.loads((Path(out) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    stored.pop("resolved", None)
+    return resumable_part(stored) == resumable_part(asdict(cfg))
 
 
 def is_ode_model(model: nn.Module) -> bool:
@@ -196,7 +209,7 @@ class Trainer:
         """Train the remaining epochs, saving state after each; write the checkpoint at the end."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / "config.json", asdict(cfg) | {"resolved": self.resolved})
+        atomic_write_json(self.out / CONFIG, asdict(cfg) | {"resolved": self.resolved})
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         x_all, y_all = self._train_data()

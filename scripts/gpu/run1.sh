@@ -5,10 +5,7 @@
 source .gpu/env.sh
 D=$ODEBENCH_DATA; W=/tmp/w; rm -rf $W; mkdir -p $W
 M=runs/reproduce/cpu/models/mnist
-pack() { tar czf $OUT/gpu_results.tgz -C $W --exclude='*.safetensors' --exclude='*.pt' . 2>/dev/null; }
-step() { local name=$1 limit=$2; shift 2; local t0=$(date +%s)
-  timeout $limit "$@" > $OUT/$name.log 2>&1; local rc=$?
-  echo "$name rc=$rc wall=$(( $(date +%s) - t0 ))s" | tee -a $OUT/steps.txt; pack; }
+TAG=; source scripts/gpu/steps.sh
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; python3 -c "import torch;print(torch.__version__)"; } > $OUT/steps.txt 2>&1
 step fast 90 python3 -m robustbench_ode reproduce all --preset fast --data-dir $D --device cuda --out $W/reproduce
 step audit_ode 90 python3 -m robustbench_ode audit $M/odenet --data-dir $D --n-samples 100 --device cuda --out $W/audit-mnist-odenet

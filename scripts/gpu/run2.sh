@@ -3,10 +3,7 @@
 source .gpu/env.sh
 D=$ODEBENCH_DATA; W=/tmp/w2; rm -rf $W; mkdir -p $W
 M=runs/reproduce/cpu/models/mnist
-pack() { tar czf $OUT/gpu_results2.tgz -C $W --exclude='*.safetensors' --exclude='*.pt' . 2>/dev/null; }
-step() { local name=$1 limit=$2; shift 2; local t0=$(date +%s)
-  timeout $limit "$@" > $OUT/$name.log 2>&1; local rc=$?
-  echo "$name rc=$rc wall=$(( $(date +%s) - t0 ))s" | tee -a $OUT/steps2.txt; pack; }
+TAG=2; source scripts/gpu/steps.sh
 nvidia-smi --query-gpu=name --format=csv,noheader > $OUT/steps2.txt
 step fast45 150 python3 -m robustbench_ode reproduce E4 E5 --preset fast --data-dir $D --device cuda --out $W/reproduce
 step audit_ode 165 python3 -m robustbench_ode audit $M/odenet --data-dir $D --n-samples 40 --device cuda --out $W/audit-mnist-odenet
