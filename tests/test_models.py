@@ -164,3 +164,12 @@ def test_zero_init_starts_the_ode_flow_as_the_identity(name):
     default = build_model(name, info_for(1, 8), channels=4, conv_layers=1, t1=100.0).eval()
     with torch.no_grad():
         assert not torch.allclose(default.body.block(y0), y0)
+
+
+def test_zero_init_changes_only_the_scale_of_fs_last_norm():
+    torch.manual_seed(0)
+    plain = build_model("odenet", info_for(1, 8), channels=4, conv_layers=1).state_dict()
+    torch.manual_seed(0)
+    zero = build_model("odenet", info_for(1, 8), channels=4, conv_layers=1, zero_init=True).state_dict()
+    changed = [k for k in plain if not torch.equal(plain[k], zero[k])]
+    assert changed == ["body.block.func.norms.1.weight"] and not zero[changed[0]].any()

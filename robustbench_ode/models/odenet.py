@@ -126,9 +126,6 @@ def _build(
     info: DatasetInfo, name: str, channels: int, conv_layers: int, config: SolverConfig, zero_init: bool
 ) -> ODEClassifier:
     require_positive(name, channels=channels, conv_layers=conv_layers)
-    func = ODEFunc(channels, conv_layers)
-    if zero_init:  # f starts at 0: the flow starts as the identity (cf. zero-init residuals, Goyal et al. 2017)
-        nn.init.zeros_(func.norms[-1].weight)
     head = nn.Sequential(
         group_norm(channels),
         nn.ReLU(inplace=True),
@@ -136,6 +133,9 @@ def _build(
         nn.Flatten(),
         nn.Linear(channels, info.num_classes),
     )
+    func = ODEFunc(channels, conv_layers)  # drawn after the head, as before zero_init existed
+    if zero_init:  # f starts at 0: the flow starts as the identity (cf. zero-init residuals, Goyal et al. 2017)
+        nn.init.zeros_(func.norms[-1].weight)
     block = ODEBlock(func, config)
     body = ODENet(downsampling(info.in_channels, channels, info.image_size), block, head)
     return ODEClassifier(info, body)
