@@ -163,6 +163,10 @@ def attack(
         None, help="ODE models: take gradients through this solver while the model's own decides, "
         "e.g. rk4:step_size=0.05 or dopri5:adjoint=false (gradient attacks only)"),
     eot: int = typer.Option(1, help="average each gradient over this many passes (EOT, for randomised models)"),
+    ode_backend: str = typer.Option("torchode", help="adaptive ODEs: torchode (a step size per sample, batch-independent "
+                                    "decisions), torchdiffeq (one step size per batch) or model (as trained)"),
+    ode_extras: bool = typer.Option(False, "--ode-extras", help="autoattack: add PGD through a fixed-step surrogate "
+                                    "solver, SPSA and the CW margin loss (attacks that break ODEs PGD does not)"),
     paper: Optional[str] = typer.Option(None, help="add the paper's numbers side by side (E1..E5)"),
     out: Path = typer.Option(Path("runs/attack"), "--out", "-o", help="output dir (results.csv/.md, plot)"),
 ) -> None:
@@ -170,10 +174,16 @@ def attack(
     from .cli_attack import run_attack_command
     from .evaluation.session import AttackJob, parse_eps
 
+    if ode_extras:
+        if "autoattack" not in attack_name:
+            raise UserError("--ode-extras adds members to the autoattack ensemble: add -a autoattack")
+        attack_arg = [*(attack_arg or []), "autoattack.ode_extras=true"]
+    specs = _attack_specs(attack_name, attack_arg, grad_solver, eot)
+    l2 = all(spec.build().norm == "l2" for spec in specs)
     job = AttackJob(
-        checkpoints=checkpoint, attacks=_attack_specs(attack_name, attack_arg, grad_solver, eot), eps=parse_eps(eps, eps_scale),
+        checkpoints=checkpoint, attacks=specs, eps=parse_eps(eps, eps_scale, l2),
         out=out, eps_scale=eps_scale, n_samples=n_samples, batch_size=batch_size, seed=seed, device=device,
-        data_dir=data_dir, source=source, paper=_paper_name(paper),
+        data_dir=data_dir, source=source, paper=_paper_name(paper), ode_backend=ode_backend,
     )
     run_attack_command(job, console)
 
@@ -250,6 +260,7 @@ def audit(
     spsa_samples: Optional[int] = typer.Option(None, help="SPSA perturbation pairs per step (default 16)"),
     boundary_steps: Optional[int] = typer.Option(None, help="Boundary attack steps (default 0: skipped; e.g. 1000)"),
     apgd_steps: Optional[int] = typer.Option(None, help="APGD-CE steps (default 100)"),
+    ode_backend: str = typer.Option("torchode", help="adaptive ODEs: torchode, torchdiffeq or model (as trained)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output dir (default <checkpoint>/audit)"),
     seed: int = typer.Option(0, help="seed of the attacks"),
@@ -259,7 +270,7 @@ def audit(
 
     run_audit(checkpoint, console, data_dir=data_dir, n_samples=n_samples,
               eps=None if eps is None else parse_radius("--eps", eps), large_eps=parse_radius("--large-eps", large_eps),
-              device=device, out=out, seed=seed, square_queries=square_queries, spsa_steps=spsa_steps,
+              device=device, out=out, seed=seed, ode_backend=ode_backend, square_queries=square_queries, spsa_steps=spsa_steps,
               spsa_samples=spsa_samples, boundary_steps=boundary_steps, apgd_steps=apgd_steps)
 
 

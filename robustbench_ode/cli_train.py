@@ -6,11 +6,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .errors import UserError
 from .training.trainer import TrainConfig, Trainer
 
 
 def run_training(cfg: TrainConfig, out: Path, resume: bool, console: Console) -> dict:
     """Train with live loss / accuracy / NFE / throughput, then print test accuracy."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"run directory '{out}' is a file; give --out a directory")
     trainer = Trainer(cfg, out, resume=resume)
     n_batches = -(-len(trainer.splits.train_y) // cfg.batch_size)
     console.print(

@@ -19,8 +19,10 @@ GRADIENT_FREE = ["boundary", "spsa", "square"]
 # small budgets so each call takes a fraction of a second on the digits MLP
 FAST = {
     "apgd": {"steps": 10},
+    "autoattack": {"apgd_steps": 10, "targets": 2, "fab_steps": 10, "square_queries": 50},
     "boundary": {"steps": 50},
     "cw": {"steps": 10},
+    "fab": {"steps": 10, "targets": 2},
     "pgd": {"steps": 10},
     "spsa": {"steps": 5, "samples": 8},
     "square": {"queries": 50},

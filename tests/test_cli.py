@@ -1,4 +1,5 @@
 """The command line as a user runs it: real subprocesses, exit codes, one-line errors."""
+import pandas as pd
 import pytest
 
 from .helpers import odebench, odebench_subprocess, train_tiny
@@ -68,7 +69,8 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--eps", "abc"], "not a number"),
-    (["--eps", "3"], "outside [0, 1]"),
+    (["--eps", "3"], "only L2 attacks take radii above 1"),
+    (["--eps", "3", "-a", "pgd", "-a", "boundary"], "only L2 attacks take radii above 1"),
     (["--eps", "0.1", "--attack", "nope"], "unknown attack"),
     (["--eps", "0.1", "--attack-arg", "steps=x"], "expects int"),
     (["--eps", "0.1", "--attack-arg", "warp=9"], "no chosen attack has option"),
@@ -77,6 +79,23 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
 ])
 def test_bad_attack_input_gives_one_line_and_exit_code_2(ckpt, tmp_path, args, message):
     assert message in one_line_error(odebench("attack", "-c", ckpt, "--out", tmp_path / "o", *args))
+
+
+@pytest.mark.parametrize("command", ["train", "attack"])
+def test_out_naming_an_existing_file_gives_one_line_and_exit_code_2(ckpt, tmp_path, command):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    args = ["--model", "resnet_small", "--epochs", "1"] if command == "train" else ["-c", ckpt, "--eps", "0.1"]
+    assert "is a file" in one_line_error(odebench(command, *args, "--out", taken))
+    assert taken.read_text() == "keep me"
+
+
+def test_l2_attacks_take_radii_above_one(ckpt, tmp_path):
+    proc = odebench("attack", "-c", ckpt, "-a", "pgd", "--attack-arg", "norm=l2", "--attack-arg", "steps=3",
+                    "--eps", "0,2", "--n-samples", "20", "--device", "cpu", "--out", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert sorted(rows["eps"]) == [0.0, 2.0] and set(rows["norm"]) == {"l2"}
 
 
 def test_attack_then_report_writes_csv_markdown_and_plot(ckpt, tmp_path):

@@ -1,4 +1,4 @@
-"""APGD: Auto-PGD of Croce & Hein (2020), L∞, with its step-size schedule."""
+"""APGD: Auto-PGD of Croce & Hein (2020), L∞, with its step-size schedule; APGD-T (targeted DLR)."""
 from __future__ import annotations
 
 import torch
@@ -7,8 +7,8 @@ from torch import Tensor, nn
 from ..errors import UserError
 from ..registry import ATTACKS
 from .ball import project
-from .base import Attack, FirstAdversarial, check_positive
-from .losses import get_loss
+from .base import Attack, FirstAdversarial, LossFn, check_positive
+from .losses import dlr_targeted, get_loss
 from .sampling import make_generator, random_in_ball
 
 
@@ -24,7 +24,7 @@ def checkpoint_lengths(steps: int) -> list[int]:
     return lengths
 
 
-@ATTACKS.register("apgd", "Croce & Hein 2020 Auto-PGD (L∞): momentum, adaptive step halving, CE or DLR")
+@ATTACKS.register("apgd", "Croce & Hein 2020 Auto-PGD (L∞): adaptive steps, CE or DLR; targets=k: APGD-T")
 class APGD(Attack):
     """Auto-PGD (Croce & Hein, "Reliable Evaluation of Adversarial Robustness with an Ensemble of
     Diverse Parameter-free Attacks", ICML 2020), APGD-CE / APGD-DLR. Norm: L∞.
@@ -36,16 +36,24 @@ class APGD(Attack):
     since. Each sample keeps its first adversarial iterate and then leaves the batch; restarts
     attack the samples still unfooled from fresh random starts.
 
+    APGD-T (`targets=k`, as in AutoAttack): the loss is the targeted DLR
+    (z_t − z_y) / (z_π1 − (z_π3 + z_π4)/2), and each of the k classes ranked most likely after
+    the true one on the clean input is a target in turn: a full run (all restarts) on the samples
+    no earlier target fooled. Success is still plain misclassification.
+
     Options:
         steps: iterations per restart (paper: 100).
         restarts: random restarts.
         rho: fraction of loss-increasing steps below which the step halves (paper: 0.75).
         seed: seed of the random starts.
-        loss: "ce" (APGD-CE) or "dlr" (APGD-DLR, needs >= 3 classes).
+        loss: "ce" (APGD-CE) or "dlr" (APGD-DLR, needs >= 3 classes); unused when targets > 0.
+        targets: 0 = untargeted (default); k > 0 = APGD-T over the k most likely wrong classes
+            (AutoAttack: 9; capped at classes − 1; needs >= 4 classes).
 
     Example::
 
         x_adv = ATTACKS.get("apgd").build(loss="dlr")(model, x, y, eps=8 / 255)
+        x_adv = ATTACKS.get("apgd").build(targets=9)(model, x, y, eps=8 / 255)   # APGD-T
     """
 
     name = "apgd"
@@ -53,7 +61,14 @@ class APGD(Attack):
     momentum = 0.75
 
     def __init__(
-        self, *, steps: int = 100, restarts: int = 1, rho: float = 0.75, seed: int = 0, loss: str = "ce"
+        self,
+        *,
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        seed: int = 0,
+        loss: str = "ce",
+        targets: int = 0,
     ) -> None:
         super().__init__()
         check_positive(self.name, steps=steps, restarts=restarts)
@@ -64,24 +79,64 @@ class APGD(Attack):
         self.rho = rho
         self.seed = seed
         self.loss = get_loss(loss, self.name, allowed=("ce", "dlr"))
+        if targets < 0:
+            raise UserError(f"attack '{self.name}': targets must be >= 0 (0 = untargeted), got {targets}")
+        self.targets = targets
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         gen = make_generator(self.seed, x.device)
         record = self.track(model, x, y)
-        for _ in range(self.restarts):
-            idx = record.pending()
-            if len(idx) == 0:
-                break
-            start = random_in_ball(x, eps, "linf", gen)
-            self._single_run(model, record, idx, x[idx], y[idx], start[idx], eps)
+        if self.targets == 0:
+            for _ in range(self.restarts):
+                self._restart(model, record, x, y, eps, gen, None)
+            return record.x_adv
+        if len(record.pending()) == 0:  # the clean input fools the model everywhere
+            return record.x_adv
+        ranked = self._ranked_targets(model, record, x, y)
+        for rank in range(ranked.shape[1]):
+            for _ in range(self.restarts):
+                self._restart(model, record, x, y, eps, gen, ranked[:, rank])
         return record.x_adv
 
-    def _single_run(
-        self, model: nn.Module, record: FirstAdversarial, idx: Tensor, x0: Tensor, y: Tensor, xk: Tensor, eps: float
+    def _ranked_targets(self, model: nn.Module, record: FirstAdversarial, x: Tensor, y: Tensor) -> Tensor:
+        """(N, k): per sample the k classes other than y with the largest clean logits, best first
+        (rows of samples the clean check already settled stay 0: they are never attacked)."""
+        pending = record.pending()
+        logits = self.logits(model, x[pending])
+        if logits.shape[1] < 4:
+            raise UserError(f"attack '{self.name}': targets > 0 (APGD-T, targeted DLR) needs at least 4 classes")
+        k = min(self.targets, logits.shape[1] - 1)
+        others = logits.scatter(1, y[pending, None], float("-inf"))
+        ranked = torch.zeros(len(x), k, dtype=torch.long, device=x.device)
+        ranked[pending] = others.argsort(dim=1, descending=True)[:, :k]
+        return ranked
+
+    def _restart(
+        self, model: nn.Module, record: FirstAdversarial, x: Tensor, y: Tensor, eps: float,
+        gen: torch.Generator, target: Tensor | None,
     ) -> None:
-        """One APGD run from `xk` on the samples `idx`; successes go into `record`."""
-        logits, grad = self.loss_grad(model, xk, y, self.loss)
-        loss = self.loss(logits, y)
+        """One run from a fresh random start on the samples not fooled yet (towards `target`, if given)."""
+        idx = record.pending()
+        if len(idx) == 0:
+            return
+        start = random_in_ball(x, eps, "linf", gen)  # drawn for the whole batch, as PGD does
+        self._single_run(model, record, idx, x[idx], y[idx], start[idx], eps,
+                         None if target is None else target[idx])
+
+    def _loss_fn(self, target: Tensor | None) -> LossFn:
+        """The per-sample loss: `self.loss`, or the targeted DLR towards `target`."""
+        if target is None:
+            return self.loss
+        return lambda logits, y: dlr_targeted(logits, y, target)
+
+    def _single_run(
+        self, model: nn.Module, record: FirstAdversarial, idx: Tensor, x0: Tensor, y: Tensor, xk: Tensor, eps: float,
+        target: Tensor | None = None,
+    ) -> None:
+        """One APGD run from `xk` on the samples `idx` (towards `target` for APGD-T); successes go into `record`."""
+        loss_fn = self._loss_fn(target)
+        logits, grad = self.loss_grad(model, xk, y, loss_fn)
+        loss = loss_fn(logits, y)
         n = len(xk)
         # per-sample state, filtered together whenever samples succeed and leave
         s = {
@@ -91,6 +146,8 @@ class APGD(Attack):
             "halved_last": torch.ones(n, dtype=torch.bool, device=xk.device),
             "increases": torch.zeros(n, device=xk.device),
         }
+        if target is not None:
+            s["target"] = target
         keep = record.record(idx, xk, self.succeeded(logits, y))
         s = {k: v[keep] for k, v in s.items()}
         checkpoints, since = checkpoint_lengths(self.steps), 0
@@ -101,8 +158,9 @@ class APGD(Attack):
             a = 1.0 if step == 0 else self.momentum
             z = project(s["x"] + eta * s["grad"].sign(), s["x0"], eps, "linf")
             x_new = project(s["x"] + a * (z - s["x"]) + (1 - a) * (s["x"] - s["x_prev"]), s["x0"], eps, "linf")
-            logits, grad = self.loss_grad(model, x_new, s["y"], self.loss)
-            loss = self.loss(logits, s["y"])
+            loss_fn = self._loss_fn(s.get("target"))
+            logits, grad = self.loss_grad(model, x_new, s["y"], loss_fn)
+            loss = loss_fn(logits, s["y"])
             s["increases"] = s["increases"] + (loss > s["loss"]).float()
             better = loss > s["loss_best"]
             s["x_best"] = torch.where(_bcast(better, x_new), x_new, s["x_best"])

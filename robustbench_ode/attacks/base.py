@@ -20,6 +20,16 @@ EOT (Expectation over Transformation; Athalye et al. 2018): with `eot = k > 1`, 
 gradient is the mean over k forward/backward passes, so a randomised model (or a random input
 transform such as DI²-FGSM's) is attacked through its expected loss rather than one random draw.
 It costs k gradient calls per step and is set per attack instance (`attack.eot = k`).
+
+What an attack reports besides its points:
+- `claimed`: after a call, the per-sample mask of points the attack's *own* success check found
+  adversarial (None for attacks that never check, e.g. FGSM). The runner re-checks each claimed
+  point with the model's final decision and attacks further where the two disagree.
+- `stats`: named per-sample counts accumulated over calls (e.g. the Boundary Attack's
+  `failed_starts`, an ensemble's samples broken by each member); zeroed by `reset_counters()`.
+- `early_stop` (default True): a sample leaves the search at its first adversarial iterate. False
+  runs the whole budget on every sample and returns the last iterate: transfer attacks need it,
+  because a point barely past the *source's* boundary is a weak point for the target.
 """
 from __future__ import annotations
 
@@ -72,24 +82,39 @@ class FirstAdversarial:
     is still inside the ball and is what a transfer to another model should see.
     """
 
-    def __init__(self, x: Tensor) -> None:
+    def __init__(self, x: Tensor, early_stop: bool = True) -> None:
         self.x_adv = x.clone()
         self.found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        self.early_stop = early_stop
+        self.claimed = torch.zeros(len(x), dtype=torch.bool, device=x.device)
 
     def pending(self) -> Tensor:
         """Indices (into the batch) of samples not fooled yet."""
         return torch.nonzero(~self.found).flatten()
 
     def record(self, idx: Tensor, x_cand: Tensor, success: Tensor) -> Tensor:
-        """Keep the candidates of samples `idx` that succeed; return the mask of those left."""
+        """Keep the candidates of samples `idx` that succeed; return the mask of those left.
+
+        Without early stopping every sample stays (the mask is all True) and only `finish`
+        stores points; `claimed` then tells whether the last recorded candidate succeeded.
+        """
+        if not self.early_stop:
+            self.claimed[idx] = success
+            return torch.ones_like(success)
         hit = idx[success]
         self.x_adv[hit] = x_cand[success]
         self.found[hit] = True
+        self.claimed[hit] = True
         return ~success
 
     def finish(self, idx: Tensor, x_last: Tensor) -> None:
-        """Give the samples `idx` that were never fooled their last iterate."""
+        """Give the samples `idx` that are still searching their last iterate.
+
+        Without early stopping they are then done, so later restarts do not redo the full budget.
+        """
         self.x_adv[idx] = x_last
+        if not self.early_stop:
+            self.found[idx] = True
 
 
 class Attack:
@@ -104,11 +129,20 @@ class Attack:
         self.grad_calls = 0
         self.queries = 0
         self.eot = 1
+        self.early_stop = True
+        self.stats: dict[str, int] = {}
+        self.claimed: Tensor | None = None
+        self._record: FirstAdversarial | None = None
 
     def reset_counters(self) -> None:
-        """Zero `grad_calls` and `queries`."""
+        """Zero `grad_calls`, `queries` and `stats`."""
         self.grad_calls = 0
         self.queries = 0
+        self.stats = {}
+
+    def count(self, key: str, n: int) -> None:
+        """Add `n` to the named statistic `key` (see `stats`)."""
+        self.stats[key] = self.stats.get(key, 0) + int(n)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         """Adversarial examples for (x, y) within the eps-ball of `x` in `self.norm`, in [0, 1]."""
@@ -118,10 +152,13 @@ class Attack:
         if y.shape != (len(x),):
             raise ValueError(f"labels of shape {tuple(y.shape)} do not match a batch of {len(x)}")
         x = x.detach()
+        self._record, self.claimed = None, None
         if eps == 0 or len(x) == 0:
             return x.clone()
         with eval_mode(model):
             x_adv = self.run(model, x, y.detach(), eps)
+        if self._record is not None:
+            self.claimed = self._record.claimed.clone()
         return x_adv.detach()
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
@@ -162,7 +199,9 @@ class Attack:
         return logits.detach(), (total / self.eot).detach()
 
     def track(self, model: nn.Module, x: Tensor, y: Tensor) -> FirstAdversarial:
-        """Start a `FirstAdversarial` record: samples the clean input already fools are done."""
-        record = FirstAdversarial(x)
+        """Start a `FirstAdversarial` record: samples the clean input already fools are done
+        (with `early_stop`; without it every sample runs the whole budget)."""
+        record = FirstAdversarial(x, self.early_stop)
         record.record(torch.arange(len(x), device=x.device), x, self.succeeded(self.logits(model, x), y))
+        self._record = record
         return record

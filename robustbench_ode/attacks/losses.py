@@ -34,6 +34,19 @@ def dlr(logits: Tensor, y: Tensor) -> Tensor:
     return margin(logits, y) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
+def dlr_targeted(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """Croce & Hein (2020) targeted DLR (APGD-T): (z_t − z_y) / (z_π1 − (z_π3 + z_π4) / 2).
+
+    Maximising it pushes the target logit z_t above the true one, scaled as DLR. Needs >= 4 classes.
+    """
+    if logits.shape[1] < 4:
+        raise UserError("the targeted DLR loss needs at least 4 classes")
+    top = logits.sort(dim=1, descending=True).values
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    wanted = logits.gather(1, target[:, None]).squeeze(1)
+    return (wanted - true) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
 LOSSES = {"ce": cross_entropy, "margin": margin, "dlr": dlr}
 
 

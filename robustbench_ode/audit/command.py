@@ -38,16 +38,20 @@ def _test_samples(meta: dict[str, Any], data_dir: str | None, n_samples: int) ->
 def run_audit(
     checkpoint: Path, console: Console, *, data_dir: str | None = None, n_samples: int = 200,
     eps: float | None = None, large_eps: float = 0.5, device: str = "auto", out: Path | None = None, seed: int = 0,
-    **budgets: int | None,
+    ode_backend: str = "torchode", **budgets: int | None,
 ) -> AuditResult:
     """Audit one checkpoint for gradient masking; write audit.md / audit.json (default
     `<checkpoint>/audit`) and print the verdict table and line. Fails are reported, not raised.
 
     `budgets` are `AuditConfig` fields (square_queries, spsa_steps, ...); None keeps the default.
+    Adaptive ODE blocks integrate with `ode_backend` (as `odebench attack` does).
     """
+    from ..evaluation.runner import ode_backend_of
+
     budgets = {k: v for k, v in budgets.items() if v is not None}
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
+    backend = ode_backend_of(model, ode_backend)
     x, y, info = _test_samples(meta, data_dir, n_samples)
     eps = default_eps(info) if eps is None else eps
     for name, value in (("--eps", eps), ("--large-eps", large_eps)):
@@ -63,7 +67,7 @@ def run_audit(
         result = run_checks(model, x, y, cfg, dev, on_check=lambda name: status.update(f"audit: {name}"))
     wall = round(time.perf_counter() - t0, 1)
     header = {"checkpoint": str(checkpoint), "model": meta["model"], "dataset": info.label,
-              "eps (L∞)": round(eps, 6), "wall_s": wall}
+              "eps (L∞)": round(eps, 6), "ode_backend": backend or "n/a", "wall_s": wall}
     out = Path(out) if out is not None else Path(checkpoint) / "audit"
     write_audit(out, result, header, provenance(seed, dev))
     console.print(verdict_table(result, f"gradient-masking audit of {Path(checkpoint).name} ({info.label}, "

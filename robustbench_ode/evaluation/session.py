@@ -33,11 +33,15 @@ class AttackJob:
     data_dir: str | None = None
     source: Path | None = None
     paper: str | None = None
+    ode_backend: str = "torchode"  # adaptive ODEs: a step size per sample (see evaluation.runner)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_eps(values: list[str], scale: float) -> list[float]:
-    """'0.3', '8/255' or comma lists -> pixel-unit floats (divided by `scale`), validated."""
+def parse_eps(values: list[str], scale: float, l2: bool = False) -> list[float]:
+    """'0.3', '8/255' or comma lists -> pixel-unit floats (divided by `scale`), validated.
+
+    Radii above 1 make sense only in L2 (`l2=True`: every attack of the job is an L2 attack).
+    """
     if scale <= 0:
         raise UserError(f"--eps-scale must be > 0, got {scale}")
     out = []
@@ -47,8 +51,11 @@ def parse_eps(values: list[str], scale: float) -> list[float]:
                 eps = parse_number(part) / scale
             except (ValueError, ZeroDivisionError):
                 raise UserError(f"--eps '{part}' is not a number (examples: 0.3, 8/255)") from None
-            if not 0 <= eps <= 1 or eps != eps:
-                raise UserError(f"--eps {part} is outside [0, 1] in pixel units (use --eps-scale 255 for a 0-255 grid)")
+            if eps != eps or eps < 0 or eps == float("inf"):
+                raise UserError(f"--eps {part} is not a radius >= 0")
+            if eps > 1 and not l2:
+                raise UserError(f"--eps {part} is above 1 in pixel units: only L2 attacks take radii above 1 "
+                                "(use --eps-scale 255 for a 0-255 grid)")
             out.append(eps)
     if not out:
         raise UserError("--eps needs at least one value")
@@ -66,8 +73,10 @@ def run_job(job: AttackJob, on_cell: Callable[[str], None] | None = None,
     if not job.checkpoints:
         raise UserError("at least one --checkpoint is required")
     device = resolve_device(job.device)
-    targets = [Target.load(p, device) for p in job.checkpoints]
-    source = Target.load(job.source, device) if job.source else None
+    if job.out.exists() and not job.out.is_dir():
+        raise UserError(f"--out '{job.out}' is a file; give a directory for results.csv, results.md and the plot")
+    targets = [Target.load(p, device, job.ode_backend) for p in job.checkpoints]
+    source = Target.load(job.source, device, job.ode_backend) if job.source else None
     datasets = {t.meta["dataset"] for t in targets + ([source] if source else [])}
     if len(datasets) > 1:
         raise UserError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
@@ -83,7 +92,8 @@ def run_job(job: AttackJob, on_cell: Callable[[str], None] | None = None,
         "attacks": [{"name": a.name, "options": a.options, "grad_solver": a.grad_solver, "eot": a.eot}
                     for a in job.attacks],
         "eps": job.eps, "eps_scale": job.eps_scale, "n_samples": len(y), "batch_size": job.batch_size,
-        "source": str(job.source) if job.source else None, "dataset": splits.info.to_dict(), **job.extra,
+        "source": str(job.source) if job.source else None, "dataset": splits.info.to_dict(),
+        "ode_backend": job.ode_backend, **job.extra,
     }
     log = job.out / "provenance.jsonl"
     previous = log.read_text() if log.exists() else ""

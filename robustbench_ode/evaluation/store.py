@@ -14,7 +14,9 @@ import pandas as pd
 from ..errors import UserError
 from ..runinfo import atomic_write_text
 
-KEY = ["checkpoint_sha", "source_sha", "attack", "attack_args", "eps", "n", "seed"]
+KEY = ["checkpoint_sha", "source_sha", "ode_backend", "attack", "attack_args", "eps", "n", "seed"]
+# key columns that results written before they existed lack; such rows read as "" there
+LATER_KEYS = {"ode_backend": ""}
 
 
 class ResultStore:
@@ -25,9 +27,12 @@ class ResultStore:
         self.rows: list[dict[str, Any]] = []
         if self.path.exists():
             try:
-                df = pd.read_csv(self.path, keep_default_na=False, dtype={"checkpoint_sha": str, "source_sha": str})
+                df = pd.read_csv(self.path, keep_default_na=False, dtype={"checkpoint_sha": str, "source_sha": str, "ode_backend": str})
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
                 raise UserError(f"'{self.path}' exists but is not a results CSV; choose another --out") from None
+            for column, default in LATER_KEYS.items():
+                if column not in df.columns:
+                    df[column] = default
             missing = [k for k in KEY if k not in df.columns]
             if missing:
                 raise UserError(f"'{self.path}' is not an odebench results CSV (missing {', '.join(missing)})")

@@ -47,13 +47,20 @@ def e1(p: Preset, datasets: dict[str, str]) -> list[Part]:
                  n_samples=p.n_samples, source=source)]
 
 
+def _autoattack(p: Preset) -> AttackSpec:
+    """AutoAttack's standard ensemble (beyond the paper: the strongest check of its numbers)."""
+    return AttackSpec.parse("autoattack", {k: str(v) for k, v in p.autoattack_options.items()})
+
+
 def e2(p: Preset, datasets: dict[str, str]) -> list[Part]:
-    """Table 1: FGSM and PGD-40 (step 0.01, random start) on ResNet50 vs Neural ODE."""
+    """Table 1: FGSM and PGD-40 (step 0.01, random start) on ResNet50 vs Neural ODE; plus AutoAttack."""
     attacks = [AttackSpec.parse("fgsm", {}), AttackSpec.parse("pgd", {})]
     parts = []
     for kind, dataset in datasets.items():
         eps, scale = _eps(kind, MNIST_TABLE1_EPS, CIFAR_TABLE1_EPS)
-        parts.append(Part(dataset, table1_models(p, kind, dataset), attacks, [0.0] + eps, scale, p.n_samples))
+        models = table1_models(p, kind, dataset)
+        parts.append(Part(dataset, models, attacks, [0.0] + eps, scale, p.n_samples))
+        parts.append(Part(dataset, models, [_autoattack(p)], [0.0] + eps, scale, p.autoattack_samples))
     return parts
 
 
@@ -90,7 +97,8 @@ def e5(p: Preset, datasets: dict[str, str]) -> list[Part]:
             test_subset=p.test_subset, method=method, method_options=opts, weight_decay=5e-4)))
     models.append(table1_models(p, "cifar10", dataset)[1])
     pgd20 = AttackSpec.parse("pgd", {"steps": "20", "step_size": str(2 / 255)})
-    return [Part(dataset, models, [pgd20], [0.0, 8 / 255], 255.0, p.n_samples)]
+    return [Part(dataset, models, [pgd20], [0.0, 8 / 255], 255.0, p.n_samples),
+            Part(dataset, models, [_autoattack(p)], [0.0, 8 / 255], 255.0, p.autoattack_samples)]
 
 
 BUILDERS: dict[str, tuple[str, Callable[[Preset, dict[str, str]], list[Part]], tuple[str, ...]]] = {

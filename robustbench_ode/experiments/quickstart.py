@@ -15,7 +15,8 @@ from ..cli_attack import run_attack_command
 from ..cli_train import run_training
 from ..evaluation.runner import AttackSpec
 from ..evaluation.session import AttackJob
-from ..training.trainer import TrainConfig
+from ..errors import UserError
+from ..training.trainer import TrainConfig, trained_with
 
 MODELS = {
     "resnet20": TrainConfig(model="resnet20", dataset="digits", epochs=6, batch_size=64, lr=0.05),
@@ -33,6 +34,9 @@ def run_quickstart(out: Path, device: str, console: Console, seed: int = 0) -> s
         cfg = replace(base, device=device, seed=seed)
         run_dir = out / name
         if (run_dir / META).exists() and read_meta(run_dir).get("completed"):
+            if not trained_with(run_dir, cfg):
+                raise UserError(f"'{run_dir}' holds a {name} trained with other settings than the quickstart's "
+                                "(see its config.json); move it away or choose another --out")
             console.print(f"reusing trained {name} in {run_dir}")
         else:
             run_training(cfg, run_dir, resume=run_dir.exists() and any(run_dir.iterdir()), console=console)

@@ -1,10 +1,12 @@
 """The contract every registered model follows: pixels in [0, 1] in, logits out.
 
 `ImageClassifier` normalises inside, so attacks and ε live in pixel units. ODE-based bodies
-expose `nfe_forward` / `nfe_backward` counters, summed by `nfe_of`.
+expose `nfe_forward` / `nfe_backward` counters, summed by `nfe_of`; `use_ode_backend` and
+`batch_dependent` switch and inspect their solver backend.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -45,7 +47,7 @@ def nfe_of(model: nn.Module) -> dict[str, int] | None:
 def solver_surrogate(model: nn.Module, **options: object) -> nn.Module:
     """The same weights integrated by another ODE solver: `model.with_solver(**options)`.
 
-    Options: solver, step_size, adjoint, rtol, atol, max_nfe (see `odenet.ODEClassifier`).
+    Options: solver, step_size, adjoint, rtol, atol, max_nfe, backend (see `odenet.ODEClassifier`).
     A model without an ODE solver (ResNets, ...) is a UserError.
     """
     with_solver = getattr(model, "with_solver", None)
@@ -57,18 +59,52 @@ def solver_surrogate(model: nn.Module, **options: object) -> nn.Module:
 def parse_solver_spec(text: str) -> dict[str, Any]:
     """'rk4:step_size=0.05:adjoint=false' -> `solver_surrogate` options, validated and typed.
 
-    The first field names a torchdiffeq solver; the rest are `with_solver` options (step_size,
-    adjoint, rtol, atol, max_nfe). A bad solver, option or value is a UserError.
+    The first field names a torchdiffeq solver (or torchode's tsit5); the rest are `with_solver`
+    options (step_size, adjoint, rtol, atol, max_nfe, backend). A bad solver, option or value is
+    a UserError.
     """
-    from .ode_block import SOLVER_NAMES
+    from .ode_block import SOLVER_NAMES, TORCHODE_METHODS
     from .odenet import ODEClassifier
 
     solver, *pairs = [part.strip() for part in text.split(":")]
-    if solver not in SOLVER_NAMES:
+    if solver not in SOLVER_NAMES + tuple(TORCHODE_METHODS):
         raise UserError(f"--grad-solver '{text}': unknown solver '{solver}' (torchdiffeq methods: "
-                        f"{', '.join(SOLVER_NAMES)}); example: rk4:step_size=0.05")
+                        f"{', '.join(SOLVER_NAMES)}; torchode methods: {', '.join(TORCHODE_METHODS)}); "
+                        "example: rk4:step_size=0.05")
     entry = Entry(solver, ODEClassifier.with_solver, "", options_of(ODEClassifier.with_solver), "--grad-solver")
     return {"solver": solver} | entry.parse_options(parse_kv(pairs, "--grad-solver"))
+
+
+def use_ode_backend(model: nn.Module, backend: str) -> int:
+    """Switch, in place, every ODE block of `model` with an adaptive solver to `backend`.
+
+    Meant for evaluation: with torchode no verdict depends on the batch, whatever backend the
+    checkpoint was trained with; weights are untouched. Fixed-step blocks are batch-
+    independent already and stay as they are. Returns how many (adaptive) blocks now use `backend`,
+    0 for a model without one; an unknown backend, or a solver the backend lacks, is a UserError
+    and switches nothing.
+    """
+    from .ode_block import ODEBlock, SolverConfig, is_fixed_step
+
+    SolverConfig(backend=backend)  # validates the name even for a model without ODE blocks
+    blocks = [m for m in model.modules() if isinstance(m, ODEBlock) and not is_fixed_step(m.config.solver)]
+    configs = [replace(block.config, backend=backend) for block in blocks]  # all valid before any switch
+    for block, config in zip(blocks, configs):
+        block.config = config
+    return len(blocks)
+
+
+def batch_dependent(model: nn.Module) -> bool:
+    """True iff some ODE block of `model` solves adaptively in torchdiffeq.
+
+    torchdiffeq picks one step size per batch, so such a model's outputs depend on the batch.
+    """
+    from .ode_block import ODEBlock, is_fixed_step
+
+    return any(
+        isinstance(m, ODEBlock) and m.config.backend == "torchdiffeq" and not is_fixed_step(m.config.solver)
+        for m in model.modules()
+    )
 
 
 def fast_layout(model: nn.Module, channels_last: bool) -> nn.Module:

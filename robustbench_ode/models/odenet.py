@@ -15,6 +15,9 @@ downsampling convs -> ODE block (y' = f(t, y) on [0, t1]) -> GroupNorm-ReLU -> g
 
 `ODEClassifier.with_solver` returns a second classifier over the same parameters that
 integrates differently (e.g. rk4 to attack through while dopri5 classifies).
+
+Every builder takes `backend` ("torchdiffeq" | "torchode", see `ode_block`): training defaults
+to torchdiffeq so existing checkpoints reproduce; the weights do not depend on the backend.
 """
 from __future__ import annotations
 
@@ -36,14 +39,18 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ConcatConv2d(nn.Module):
-    """3x3 conv whose input gets the time t as one extra constant channel."""
+    """3x3 conv whose input gets the time t as one extra constant channel.
+
+    t is a scalar (torchdiffeq: one time for the batch) or one time per sample of shape (batch,)
+    (torchode, where every sample is at its own time).
+    """
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in + 1, c_out, 3, 1, 1)
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        tt = t.to(y).expand(y.shape[0], 1, y.shape[2], y.shape[3])
+        tt = t.to(y).reshape(-1, 1, 1, 1).expand(y.shape[0], 1, y.shape[2], y.shape[3])
         return self.conv(torch.cat([tt, y], dim=1))
 
 
@@ -101,12 +108,13 @@ class ODEClassifier(ImageClassifier):
         rtol: float | None = None,
         atol: float | None = None,
         max_nfe: int | None = None,
+        backend: str | None = None,
     ) -> "ODEClassifier":
         """A NEW classifier sharing every parameter of this one but integrating with `solver`.
 
         None keeps this model's value. Used to attack through a fixed-step solver (e.g. rk4 at a
         small step) while the original classifies with its adaptive one. Raises UserError for an
-        unknown solver or a step size an adaptive solver cannot take.
+        unknown solver or backend, or a step size an adaptive solver cannot take.
         """
         cfg = self.body.block.config
         block = self.body.block.with_config(
@@ -116,6 +124,7 @@ class ODEClassifier(ImageClassifier):
             rtol=cfg.rtol if rtol is None else rtol,
             atol=cfg.atol if atol is None else atol,
             max_nfe=cfg.max_nfe if max_nfe is None else max_nfe,
+            backend=cfg.backend if backend is None else backend,
         )
         twin = ODEClassifier(self.info, ODENet(self.body.downsample, block, self.body.head))
         twin.mean, twin.std = self.mean, self.std
@@ -141,7 +150,7 @@ def _build(
     return ODEClassifier(info, body)
 
 
-@MODELS.register("odenet", "Neural ODE classifier (Chen et al. 2018): downsampling, ODE block via torchdiffeq, head")
+@MODELS.register("odenet", "Neural ODE classifier (Chen et al. 2018): downsampling, ODE block (torchdiffeq/torchode), head")
 def odenet(
     info: DatasetInfo,
     channels: int = 64,
@@ -154,9 +163,10 @@ def odenet(
     adjoint: bool = False,
     max_nfe: int = 0,
     zero_init: bool = False,
+    backend: str = "torchdiffeq",
 ) -> ODEClassifier:
     """A CPU-cheap Neural ODE (t1 = 1, 64 channels, f of 2 convs); every option overridable."""
-    config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe)
+    config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe, backend)
     return _build(info, "odenet", channels, conv_layers, config, zero_init)
 
 
@@ -173,9 +183,10 @@ def odenet_mnist(
     adjoint: bool = False,
     max_nfe: int = 0,
     zero_init: bool = False,
+    backend: str = "torchdiffeq",
 ) -> ODEClassifier:
     """Appendix A's MNIST configuration (tolerances are not given there; Chen et al.'s 1e-3 kept)."""
-    config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe)
+    config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe, backend)
     return _build(info, "odenet_mnist", channels, conv_layers, config, zero_init)
 
 
@@ -192,7 +203,8 @@ def odenet_cifar10(
     adjoint: bool = False,
     max_nfe: int = 0,
     zero_init: bool = False,
+    backend: str = "torchdiffeq",
 ) -> ODEClassifier:
     """Appendix A's CIFAR-10 configuration (tolerances are not given there; Chen et al.'s 1e-3 kept)."""
-    config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe)
+    config = SolverConfig(solver, rtol, atol, t1, step_size, adjoint, max_nfe, backend)
     return _build(info, "odenet_cifar10", channels, conv_layers, config, zero_init)
