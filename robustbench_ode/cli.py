@@ -90,6 +90,8 @@ def train(
     lr_step: Optional[int] = typer.Option(None, help="epochs between halvings for the halve schedule (50)"),
     method: Optional[str] = typer.Option(None, help="training method: standard, or an adversarial one (odebench list)"),
     method_arg: Optional[list[str]] = typer.Option(None, "--method-arg", help="method option key=value"),
+    augment: Optional[str] = typer.Option(None, help="training-input noise: gaussian:SIGMA[,SIGMA...][:p=P], e.g. "
+                                          "gaussian:100/255 (clamped to [0, 1], training batches only; composes with --method)"),
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
     download: bool = typer.Option(False, help="let torchvision download missing datasets"),
     subset: Optional[int] = typer.Option(None, help="class-balanced training subset of N images"),
@@ -105,8 +107,8 @@ def train(
 
     values = _load_toml(config)
     flags = dict(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                 weight_decay=weight_decay, schedule=schedule, lr_step=lr_step, method=method, data_dir=data_dir,
-                 subset=subset, seed=seed, device=device, amp=amp, channels_last=channels_last)
+                 weight_decay=weight_decay, schedule=schedule, lr_step=lr_step, method=method, augment=augment,
+                 data_dir=data_dir, subset=subset, seed=seed, device=device, amp=amp, channels_last=channels_last)
     values.update({k: v for k, v in flags.items() if v is not None})
     if download:
         values["download"] = True
@@ -297,7 +299,7 @@ def stability(
 @app.command()
 def reproduce(
     experiments: list[str] = typer.Argument(..., help="E1 E2 E3 E4 E5, or all"),
-    preset: str = typer.Option("cpu", help="paper (exact settings), cpu (about an hour each on 2 cores) or fast (smoke run)"),
+    preset: str = typer.Option("cpu", help="paper (exact settings), cpu (about an hour each on 2 cores), strong (MNIST twins trained to convergence) or fast (smoke run)"),
     out: Path = typer.Option(Path("runs/reproduce"), "--out", "-o", help="root of checkpoints and results"),
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
     only: Optional[str] = typer.Option(None, help="run one half of a two-dataset experiment: mnist or cifar10"),
@@ -309,3 +311,44 @@ def reproduce(
     from .experiments.reproduce import reproduce as run
 
     run(experiments, preset, out, data_dir, device, seed, only, cifar, console)
+
+
+@app.command()
+def converge(
+    checkpoint: list[Path] = typer.Option(..., "--checkpoint", "-c", help="checkpoint dir (repeatable)"),
+    eps: list[str] = typer.Option(..., "--eps", "-e", help="L∞ ε values: 0.3, 8/255, or comma lists (repeatable)"),
+    eps_scale: float = typer.Option(1.0, help="divide --eps by this (255 for a [0,255] grid)"),
+    budgets: Optional[str] = typer.Option(None, help="comma list of rungs to run (default all, always in ladder order): "
+                                          "pgd10,pgd40,pgd100,pgd1000,pgd1000x5,apgd-ce,apgd-t,autoattack"),
+    step_size: str = typer.Option("0.01", help="PGD rungs' step in pixel units (the paper's 0.01), or 'scaled' (2.5·ε/steps)"),
+    n_samples: int = typer.Option(1000, help="test images to evaluate (class-balanced, deterministic)"),
+    batch_size: int = typer.Option(250, help="attack batch size"),
+    seed: int = typer.Option(0, help="random seed (each rung derives its own from it, as odebench attack does)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
+    ode_backend: str = typer.Option("torchode", help="adaptive ODEs: torchode, torchdiffeq or model (as trained)"),
+    out: Path = typer.Option(Path("runs/converge"), "--out", "-o", help="output dir (budget.csv/.md/.png, state/)"),
+) -> None:
+    """Robust accuracy vs attack budget (PGD-10 ... AutoAttack), worst case so far; says whether it converged."""
+    from .cli_converge import run_converge_command
+    from .evaluation.budget import BudgetJob, parse_budgets, parse_step_size
+    from .evaluation.session import parse_eps
+
+    job = BudgetJob(checkpoints=checkpoint, eps=parse_eps(eps, eps_scale), out=out, budgets=parse_budgets(budgets),
+                    step_size=parse_step_size(step_size), eps_scale=eps_scale, n_samples=n_samples,
+                    batch_size=batch_size, seed=seed, device=device, data_dir=data_dir, ode_backend=ode_backend)
+    run_converge_command(job, console)
+
+
+@app.command()
+def convert(
+    source: Path = typer.Argument(..., help="checkpoint written by torch.save: a whole model, a state dict or a dict"),
+    target: Path = typer.Argument(..., help="the .safetensors file to write"),
+    key: Optional[str] = typer.Option(None, help="dotted path to the weights inside the file (default: 'state_dict' "
+                                      "or 'model' if present, else everything)"),
+    strip_prefix: str = typer.Option("", help="remove this prefix from tensor names (e.g. 'module.' from DataParallel)"),
+) -> None:
+    """Convert a pickled checkpoint to safetensors without running any of its code; list names and classes."""
+    from .cli_converge import run_convert_command
+
+    run_convert_command(source, target, key, strip_prefix, console)

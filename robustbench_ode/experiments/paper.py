@@ -1,4 +1,9 @@
-"""The seed paper's experiments E1-E5 (../shared/paper/EXPERIMENTS.md) built at a preset."""
+"""The seed paper's experiments E1-E5 (../shared/paper/EXPERIMENTS.md) built at a preset.
+
+A preset may replace E2-E4's two models (the `strong` preset: an ODE net and its discrete twin,
+each also trained with an augmentation) and E2's ε grids; `build` keeps the dataset kinds the
+preset has models for.
+"""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -11,8 +16,6 @@ from .presets import Preset
 from .spec import Experiment, ModelSpec, Part
 
 KINDS = ("mnist", "cifar10")
-MNIST_TABLE1_EPS = [0.2, 0.3, 0.4, 0.5]
-CIFAR_TABLE1_EPS = [8, 12, 16, 20]
 E1_HS = [10.0 ** -k for k in range(11)]  # 1, 1e-1, ..., 1e-10
 
 
@@ -24,13 +27,19 @@ def _model(key: str, dataset: str, spec: tuple[str, dict[str, Any], int, int], s
 
 
 def table1_models(p: Preset, kind: str, dataset: str) -> list[ModelSpec]:
-    """The ResNet50 and the Neural ODE that E2, E3 and E4 attack."""
+    """The ResNet50 and the Neural ODE that E2, E3 and E4 attack, once per augmentation of the preset
+    (its run-dir suffix appended to both keys)."""
     subset = p.train_subset[kind]
-    return [_model("resnet50", dataset, p.resnet[kind], subset, test_subset=p.test_subset),
-            _model("odenet", dataset, p.odenet[kind], subset, test_subset=p.test_subset, lr=p.odenet_lr[kind])]
+    resnet_key, ode_key = p.table1_keys
+    models = []
+    for suffix, augment in p.augments.items():
+        train = {"test_subset": p.test_subset, "augment": augment} | p.table1_train
+        models += [_model(resnet_key + suffix, dataset, p.resnet[kind], subset, **train),
+                   _model(ode_key + suffix, dataset, p.odenet[kind], subset, **({"lr": p.odenet_lr[kind]} | train))]
+    return models
 
 
-def _eps(kind: str, mnist: list[float], cifar: list[float]) -> tuple[list[float], float]:
+def _eps(kind: str, mnist: tuple[float, ...], cifar: tuple[float, ...]) -> tuple[list[float], float]:
     return (list(mnist), 1.0) if kind == "mnist" else ([e / 255 for e in cifar], 255.0)
 
 
@@ -57,10 +66,13 @@ def e2(p: Preset, datasets: dict[str, str]) -> list[Part]:
     attacks = [AttackSpec.parse("fgsm", {}), AttackSpec.parse("pgd", {})]
     parts = []
     for kind, dataset in datasets.items():
-        eps, scale = _eps(kind, MNIST_TABLE1_EPS, CIFAR_TABLE1_EPS)
+        grid = p.table1_eps[kind]
+        eps, scale = _eps(kind, grid, grid)
+        aa_grid = p.autoattack_eps.get(kind, grid)
+        aa_eps, _ = _eps(kind, aa_grid, aa_grid)
         models = table1_models(p, kind, dataset)
         parts.append(Part(dataset, models, attacks, [0.0] + eps, scale, p.n_samples))
-        parts.append(Part(dataset, models, [_autoattack(p)], [0.0] + eps, scale, p.autoattack_samples))
+        parts.append(Part(dataset, models, [_autoattack(p)], [0.0] + aa_eps, scale, p.autoattack_samples))
     return parts
 
 
@@ -116,9 +128,10 @@ def build(name: str, preset: Preset, datasets: dict[str, str]) -> Experiment:
     if name not in BUILDERS:
         raise UserError(f"unknown experiment '{name}' (known: {', '.join(BUILDERS)}, all)")
     title, fn, kinds = BUILDERS[name]
-    usable = {k: v for k, v in datasets.items() if k in kinds}
+    usable = {k: v for k, v in datasets.items() if k in kinds and k in preset.kinds}
     if not usable:
-        raise UserError(f"{name} needs {' or '.join(kinds)} data, which --only excluded")
+        raise UserError(f"{name} needs {' or '.join(kinds)} data, which --only or the {preset.name} preset "
+                        f"(models for {' and '.join(preset.kinds)}) excluded")
     parts = fn(preset, usable)
     for part in parts:  # a memory layout changes speed, not results
         part.models = [_layout(m, preset) for m in part.models]

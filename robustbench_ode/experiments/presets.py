@@ -1,11 +1,12 @@
-"""Presets: the paper's exact settings, a CPU-sized version of each, and a seconds-long smoke test.
+"""Presets: the paper's exact settings, a CPU-sized version of each, a seconds-long smoke test, and
+`strong`: E2-E4 on well-trained MNIST twins (docs/strong_models.md).
 
 Every knob that a preset changes from the paper is listed in `Preset.changes()`, printed before a
 run starts and recorded next to its results.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -36,6 +37,20 @@ class Preset:
     odenet_lr: dict[str, float] = field(default_factory=lambda: {"mnist": 1e-3, "cifar10": 1e-4})  # Table A1
     test_subset: int | None = None  # test images for each checkpoint's final clean accuracy (None: all)
     channels_last: bool = False  # faster ResNets on CPU (models.base.fast_layout)
+    # E2-E4's models: run-dir names of the (discrete, ODE) pair; the pair is trained once per entry
+    # of `augments` (run-dir suffix -> --augment spec, "" = none); extra TrainConfig fields for them
+    table1_keys: tuple[str, str] = ("resnet50", "odenet")
+    augments: dict[str, str] = field(default_factory=lambda: {"": ""})
+    table1_train: dict[str, Any] = field(default_factory=dict)
+    # E2's ε grid per dataset kind (CIFAR in /255), and a smaller grid for its AutoAttack row ({}: the same)
+    table1_eps: dict[str, tuple[float, ...]] = field(
+        default_factory=lambda: {"mnist": (0.2, 0.3, 0.4, 0.5), "cifar10": (8, 12, 16, 20)})
+    autoattack_eps: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The dataset kinds this preset has models for."""
+        return tuple(self.odenet)
 
     def changes(self, experiment: str) -> list[str]:
         """Human-readable differences from the paper's settings that matter to `experiment`."""
@@ -73,6 +88,17 @@ class Preset:
         if experiment in ("E2", "E3", "E4", "E5"):
             out += [f"Neural ODE on {kind}: Adam lr {lr:g} (paper: {PAPER.odenet_lr[kind]:g}; a few epochs need "
                     "a larger step than the paper's 200)" for kind, lr in self.odenet_lr.items() if lr != PAPER.odenet_lr[kind]]
+        if experiment in ("E2", "E3", "E4"):
+            if self.augments != PAPER.augments:
+                out.append("each model trained once per augmentation: "
+                           + ", ".join(a or "none" for a in self.augments.values()) + " (paper: none)")
+            if self.table1_train:
+                out.append(f"every model trained with {_options(self.table1_train)} (paper: Adam halved every 50 "
+                           "epochs for the Neural ODE, SGD for the ResNet50)")
+        if experiment == "E2":
+            out += [f"{kind} ε grid {list(grid)} (paper: {list(PAPER.table1_eps[kind])})"
+                    for kind, grid in self.table1_eps.items() if grid != PAPER.table1_eps[kind]]
+            out += [f"{kind}: AutoAttack at ε {list(grid)} only" for kind, grid in self.autoattack_eps.items()]
         if experiment == "E5" and self.e5_method_options:
             out.append(f"adversarial-training options: {self.e5_method_options}")
         if self.test_subset:
@@ -80,10 +106,13 @@ class Preset:
         return out
 
 
+def _options(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items())
+
+
 def _describe(spec: tuple[str, dict[str, Any], int, int]) -> str:
     name, options, epochs, batch = spec
-    opts = ", ".join(f"{k}={v}" for k, v in options.items())
-    return f"{name}({opts}) {epochs} epochs, batch {batch}"
+    return f"{name}({_options(options)}) {epochs} epochs, batch {batch}"
 
 
 PAPER = Preset(
@@ -144,4 +173,30 @@ FAST = Preset(
     test_subset=100,
 )
 
-PRESETS = {p.name: p for p in (PAPER, CPU, FAST)}
+# "ODE vs ResNet" with the block as the only difference, both nets trained to convergence (the
+# issue "Settle the question on strong models"): Yan et al.'s (ICLR 2020) MNIST ODENet and its
+# discrete twin, one residual block (models.odenet), each with and without Gaussian-noise training
+# as their released code does it (half the images, sigma 50, 75 or 100 /255), on all 60,000 training
+# images. Epochs and width from measurements: docs/strong_models.md.
+STRONG_EPOCHS = 30
+STRONG_NOISE = "gaussian:50/255,75/255,100/255:p=0.5"
+STRONG = replace(
+    CPU,
+    name="strong",
+    summary=("strong preset: MNIST only; E2-E4's ResNet50 and Neural ODE are Yan et al.'s (ICLR 2020) ODENet "
+             "(odenet_yan: Euler, step 0.1 over [0, 1]) and its discrete twin (odenet_yan_twin: the same layers, "
+             "one Euler step of size 1 = one residual block), both 64 channels, trained on all 60,000 images with "
+             f"Adam 1e-3 for {STRONG_EPOCHS} epochs, lr /10 at 50% and 75% (Yan et al.: 100 epochs, /5 at 30, 60, 90)"),
+    train_subset={"mnist": None},
+    resnet={"mnist": ("odenet_yan_twin", {}, STRONG_EPOCHS, 128)},
+    odenet={"mnist": ("odenet_yan", {}, STRONG_EPOCHS, 128)},
+    odenet_lr={"mnist": 1e-3},
+    channels_last=False,
+    table1_keys=("yan_twin", "yan_ode"),
+    augments={"": "", "-noise": STRONG_NOISE},
+    table1_train={"optimizer": "adam", "lr": 1e-3, "schedule": "multistep"},  # the same recipe for both twins
+    table1_eps={"mnist": (0.15, 0.2, 0.3)},
+    autoattack_eps={"mnist": (0.2,)},
+)
+
+PRESETS = {p.name: p for p in (PAPER, CPU, FAST, STRONG)}

@@ -72,7 +72,12 @@ def dataset_kind(label_or_name: str) -> str:
 
 
 def model_kind(architecture: str, training: str = "standard") -> str:
-    """How the paper names a model: 'odenet', 'resnet' (any h-ResNet) or 'preact_resnet18/<method>'."""
+    """How the paper names a model: 'odenet', 'resnet' (any h-ResNet) or 'preact_resnet18/<method>'.
+
+    A discrete twin of an ODE net (`*_twin`) is none of the paper's models: it keeps its own name,
+    so no published number is put beside it."""
+    if architecture.endswith("_twin"):
+        return architecture
     if architecture.startswith("odenet"):
         return "odenet"
     if architecture.startswith("preact"):

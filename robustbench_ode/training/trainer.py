@@ -1,15 +1,16 @@
 """The epoch loop: deterministic, resumable training that writes a safe checkpoint.
 
 Resume equivalence: each epoch's shuffling comes from a generator seeded with (seed, epoch), and
-the global RNG state is saved with the optimiser after every completed epoch, so a run resumed
-from epoch k computes exactly what an uninterrupted run computes.
+the global RNG state (which draws augmentation noise and adversarial random starts) is saved with
+the optimiser after every completed epoch, so a run resumed from epoch k computes exactly what an
+uninterrupted run computes.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ from ..models import build_model
 from ..registry import MODELS
 from ..models.base import fast_layout, nfe_of
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
-from .methods import build_method, method_entry
+from .methods import build_method, method_entry, parse_augment
 
 STATE = "train_state.pt"
 CONFIG = "config.json"
@@ -50,6 +51,7 @@ class TrainConfig:
     lr_step: int = 50  # epochs between halvings for the 'halve' schedule
     method: str = "standard"
     method_options: dict[str, Any] = field(default_factory=dict)
+    augment: str = ""  # training inputs only: "" (none) or gaussian:SIGMA[,SIGMA...][:p=P] (methods.parse_augment)
     seed: int = 0
     device: str = "auto"
     amp: str = "none"  # none | bf16
@@ -72,12 +74,15 @@ class TrainConfig:
             raise UserError(f"--amp must be none or bf16, got '{self.amp}'")
         if self.lr_step < 1:
             raise UserError(f"--lr-step must be >= 1, got {self.lr_step}")
+        parse_augment(self.augment)
 
 
 def resumable_part(config: dict[str, Any]) -> dict[str, Any]:
     """The config fields a resume must keep: all but where it runs and where the data lives
-    (the lr schedule depends on epochs, so they must match too)."""
-    return {k: v for k, v in config.items() if k not in ("device", "data_dir", "download")}
+    (the lr schedule depends on epochs, so they must match too). A field missing from `config`
+    (written before the field existed) counts as its default, so older runs stay resumable."""
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    return {k: v for k, v in (defaults | config).items() if k not in ("device", "data_dir", "download")}
 
 
 def trained_with(out: Path, cfg: "TrainConfig") -> bool:
@@ -154,6 +159,7 @@ class Trainer:
         if self.out.exists() and any(self.out.iterdir()) and not resume:
             raise UserError(f"run dir '{self.out}' is not empty: pass --resume to continue it, or choose another --out")
         self.method = build_method(cfg.method, cfg.method_options)
+        self.augment = parse_augment(cfg.augment)
         self.splits: Splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.subset, cfg.test_subset)
         seed_everything(cfg.seed)
         model = build_model(cfg.model, self.splits.info, **cfg.model_options).to(self.device)
@@ -223,6 +229,8 @@ class Trainer:
                 idx = order[i : i + cfg.batch_size]
                 xb = x_all[idx.to(x_all.device)].to(self.device, non_blocking=True)
                 yb = y_all[idx.to(y_all.device)].to(self.device, non_blocking=True)
+                if self.augment is not None:  # training inputs only: evaluate() and the attacks see clean images
+                    xb = self.augment(xb)
                 with autocast(self.device, cfg.amp):
                     loss, logits = self.method.train_step(self.model, self.optimizer, xb, yb)
                 seen += len(yb)
@@ -265,7 +273,7 @@ class Trainer:
             "method": self.cfg.method,
             "method_options": self.method_options,
             "training": self.resolved | {"batch_size": self.cfg.batch_size, "amp": self.cfg.amp,
-                                         "channels_last": self.cfg.channels_last},
+                                         "channels_last": self.cfg.channels_last, "augment": self.cfg.augment},
             "metrics": {
                 "test_acc": test_acc,
                 "final_train_loss": self.history[-1]["train_loss"] if self.history else None,

@@ -1,0 +1,293 @@
+"""Attack-budget curves (`odebench converge`): robust accuracy as the attack budget grows.
+
+For each checkpoint and ε a ladder of attacks runs in order of increasing strength (PGD-10 ...
+AutoAttack). Each rung attacks only the samples that every earlier rung left robust, so the
+point of a rung is the per-sample worst case over all rungs up to it: the curve cannot rise, and
+a sample a cheap attack broke stays broken. Every rung is one bounded cell of the `Runner`, made
+exactly as `odebench attack` makes it (same cell seed, the model's own batch-independent
+decision, claimed points verified and attacked further); `_MaskRunner` only keeps the per-sample
+verdict the Runner computes anyway.
+
+Resume: after each rung the cumulative robust mask is written (atomically) to
+`<out>/state/<checkpoint>-<backend>-eps<ε>-n<n>-s<seed>.safetensors` with the rungs that
+produced it. A rerun reuses the longest prefix of rungs whose attacks and options match and
+whose test images are the same, and runs the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..attacks.base import Attack
+from ..data import balanced_subset, load_dataset
+from ..errors import UserError
+from ..report.budget import budget_markdown, budget_plot
+from ..runinfo import atomic_write_text, provenance, resolve_device
+from .runner import AttackSpec, Runner, Target
+from .store import ResultStore
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One rung of the ladder: a label and a registered attack with its options.
+
+    PGD rungs get their step size from the job (`step_size`), the other attacks adapt their own.
+    Each rung has its own `seed` option so it never retraces the random starts of another.
+    """
+
+    label: str
+    attack: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def spec(self, eps: float, step_size: float | None) -> AttackSpec:
+        """The attack spec at radius `eps`; PGD steps are `step_size`, or 2.5·ε/steps when None."""
+        options = dict(self.options)
+        if self.attack == "pgd":
+            options["step_size"] = step_size if step_size is not None else 2.5 * eps / options.get("steps", 40)
+        return AttackSpec.parse(self.attack, options)
+
+
+LADDER: tuple[Budget, ...] = (
+    Budget("pgd10", "pgd", {"steps": 10, "seed": 0}),
+    Budget("pgd40", "pgd", {"steps": 40, "seed": 1}),
+    Budget("pgd100", "pgd", {"steps": 100, "seed": 2}),
+    Budget("pgd1000", "pgd", {"steps": 1000, "seed": 3}),
+    Budget("pgd1000x5", "pgd", {"steps": 1000, "restarts": 5, "seed": 4}),
+    Budget("apgd-ce", "apgd", {"seed": 5}),
+    Budget("apgd-t", "apgd", {"targets": 9, "seed": 6}),
+    Budget("autoattack", "autoattack", {"seed": 7}),
+)
+
+
+def parse_budgets(text: str | None) -> list[Budget]:
+    """'pgd10,apgd-ce' -> those rungs of LADDER in ladder order (None: all of them)."""
+    if text is None:
+        return list(LADDER)
+    names = {part.strip().lower() for part in text.split(",") if part.strip()}
+    known = {b.label for b in LADDER}
+    unknown = sorted(names - known)
+    if unknown:
+        raise UserError(f"--budgets: unknown budget '{unknown[0]}' (choose from {', '.join(b.label for b in LADDER)})")
+    if not names:
+        raise UserError("--budgets needs at least one budget")
+    return [b for b in LADDER if b.label in names]
+
+
+def parse_step_size(text: str) -> float | None:
+    """'0.01' (pixel units) or 'scaled' (2.5·ε/steps, returned as None)."""
+    if text.strip().lower() == "scaled":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--step-size must be a number or 'scaled', got '{text}'") from None
+    if not value > 0 or value == float("inf"):
+        raise UserError(f"--step-size must be > 0, got {text}")
+    return value
+
+
+@dataclass
+class BudgetJob:
+    """What the user asked `odebench converge` to do."""
+
+    checkpoints: list[Path]
+    eps: list[float]
+    out: Path
+    budgets: list[Budget] = field(default_factory=lambda: list(LADDER))
+    step_size: float | None = 0.01  # PGD rungs; None: 2.5·ε/steps
+    eps_scale: float = 1.0
+    n_samples: int = 1000
+    batch_size: int = 250
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    ode_backend: str = "torchode"
+
+
+class _MaskRunner(Runner):
+    """A Runner whose bounded cells also hand back the per-sample verdict they count."""
+
+    _mask: torch.Tensor | None = None
+
+    def robust_mask(self, target: Target, spec: AttackSpec, eps: float) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Run one bounded cell on all of `self.x`; return (robust per sample, the cell's row)."""
+        self._mask = None
+        row = self._bounded_cell(target, spec, eps, None)
+        assert self._mask is not None, "Runner._bounded_cell no longer ends in _finish"
+        return self._mask, row
+
+    def _finish(self, row: dict[str, Any], correct: torch.Tensor, robust: torch.Tensor, attack: Attack,
+                nfes: list[int], t0: float, unverified: int | str = 0) -> dict[str, Any]:
+        self._mask = correct & robust
+        return super()._finish(row, correct, robust, attack, nfes, t0, unverified)
+
+
+@dataclass
+class _Step:
+    """A finished rung: what ran, the cumulative robust mask after it, and its cost."""
+
+    label: str
+    attack: str
+    attack_args: str
+    robust: torch.Tensor
+    grad_calls: int
+    queries: int
+    unverified: int
+    wall_s: float
+
+    def same_rung(self, budget: Budget, spec: AttackSpec) -> bool:
+        return (self.label, self.attack, self.attack_args) == (budget.label, spec.name, spec.args_text)
+
+
+def _state_path(out: Path, target: Target, eps: float, n: int, seed: int) -> Path:
+    return out / "state" / f"{target.sha}-{target.ode_backend or 'none'}-eps{eps:.10g}-n{n}-s{seed}.safetensors"
+
+
+def _load_steps(path: Path, data_sha: str) -> list[_Step]:
+    """Finished rungs stored at `path` for these test images ([] when absent, foreign or stale)."""
+    if not path.is_file():
+        return []
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("data_sha") != data_sha:
+                return []
+            return [_Step(robust=fh.get_tensor(f"step{i}").bool(), **info)
+                    for i, info in enumerate(json.loads(meta["steps"]))]
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _save_steps(path: Path, data_sha: str, steps: list[_Step]) -> None:
+    """Write the finished rungs atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = [{k: v for k, v in s.__dict__.items() if k != "robust"} for s in steps]
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({f"step{i}": s.robust.contiguous() for i, s in enumerate(steps)}, str(tmp),
+              metadata={"data_sha": data_sha, "steps": json.dumps(info)})
+    tmp.replace(path)
+
+
+def _data_sha(x: torch.Tensor, y: torch.Tensor) -> str:
+    return hashlib.sha256(x.contiguous().numpy().tobytes() + y.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+class BudgetCurves:
+    """Runs the ladder for every (checkpoint, ε) of a job on fixed test images."""
+
+    def __init__(self, job: BudgetJob, x: torch.Tensor, y: torch.Tensor, device: torch.device, dataset_label: str,
+                 on_cell: Callable[[str], None] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.job, self.x, self.y, self.device, self.dataset_label = job, x, y, device, dataset_label
+        self.on_cell, self.progress = on_cell, progress
+        self.steps_log = ResultStore(job.out / "steps.csv")
+        self.data_sha = _data_sha(x, y)
+        self.full = self._runner(torch.arange(len(y)))  # clean decisions, cached per checkpoint
+
+    def _runner(self, idx: torch.Tensor) -> _MaskRunner:
+        return _MaskRunner(self.steps_log, self.x[idx], self.y[idx], self.job.batch_size, self.job.seed, self.device,
+                           self.dataset_label, self.job.eps_scale, progress=self.progress)
+
+    def curve(self, target: Target, eps: float) -> list[dict[str, Any]]:
+        """The rows of one (checkpoint, ε) curve, running only the rungs not stored yet."""
+        n = len(self.y)
+        correct = self.full.clean(target)[0]
+        path = _state_path(self.job.out, target, eps, n, self.job.seed)
+        stored = _load_steps(path, self.data_sha)
+        steps: list[_Step] = []
+        for i, budget in enumerate(self.job.budgets):
+            spec = budget.spec(eps, self.job.step_size)
+            if i < len(stored) and stored[i].same_rung(budget, spec):
+                steps.append(stored[i])
+                continue
+            stored = []  # a rung that differs invalidates every stored rung after it
+            steps.append(self._rung(target, budget, spec, eps, steps[-1].robust if steps else correct))
+            _save_steps(path, self.data_sha, steps)
+        rows, grad_calls, queries, previous = [], 0, 0, correct
+        for step in steps:
+            grad_calls, queries = grad_calls + step.grad_calls, queries + step.queries
+            rows.append({
+                "dataset": self.dataset_label, "model": target.name, "architecture": target.meta["model"],
+                "checkpoint_sha": target.sha, "eps": float(eps), "eps_scale": self.job.eps_scale,
+                "budget": step.label, "attack": step.attack, "attack_args": step.attack_args,
+                "grad_calls": round(grad_calls / n, 2), "queries": round(queries / n, 2),
+                "clean_acc": round(correct.float().mean().item(), 6),
+                "robust_acc": round(step.robust.float().mean().item(), 6),
+                "newly_broken": int((previous & ~step.robust).sum()), "unverified": step.unverified,
+                "n": n, "seed": self.job.seed, "ode_backend": target.ode_backend, "wall_s": step.wall_s,
+            })
+            previous = step.robust
+        return rows
+
+    def _rung(self, target: Target, budget: Budget, spec: AttackSpec, eps: float, robust: torch.Tensor) -> _Step:
+        """Attack the samples `robust` marks with one rung; the new cumulative mask and its cost."""
+        t0 = time.perf_counter()
+        alive = torch.nonzero(robust).flatten()
+        after, grad_calls, queries, unverified = robust.clone(), 0, 0, 0
+        if len(alive):
+            if self.on_cell:
+                self.on_cell(f"{target.name} · ε={eps * self.job.eps_scale:g} · {budget.label} "
+                             f"on {len(alive)} samples")
+            mask, row = self._runner(alive).robust_mask(target, spec, eps)
+            after[alive] = mask
+            grad_calls, queries, unverified = row["grad_calls"], row["queries"], int(row["unverified"])
+            self.steps_log.add([row | {"budget": budget.label}])
+        return _Step(budget.label, spec.name, spec.args_text, after, grad_calls, queries, unverified,
+                     round(time.perf_counter() - t0, 3))
+
+
+def run_budget_job(job: BudgetJob, on_cell: Callable[[str], None] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Run every curve of the job; write budget.csv, budget.md, budget.png; return rows and Markdown."""
+    if job.n_samples < 1:
+        raise UserError(f"--n-samples must be >= 1, got {job.n_samples}")
+    if job.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {job.batch_size}")
+    if not job.checkpoints:
+        raise UserError("at least one --checkpoint is required")
+    if not job.budgets or len({b.label for b in job.budgets}) != len(job.budgets):
+        raise UserError("the budgets must be at least one, with distinct labels")
+    if job.out.exists() and not job.out.is_dir():
+        raise UserError(f"--out '{job.out}' is a file; give a directory for budget.csv, budget.md and the plot")
+    device = resolve_device(job.device)
+    targets = [Target.load(p, device, job.ode_backend) for p in job.checkpoints]
+    datasets = {t.meta["dataset"] for t in targets}
+    if len(datasets) > 1:
+        raise UserError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
+    splits = load_dataset(datasets.pop(), job.data_dir)
+    idx = balanced_subset(splits.test_y, job.n_samples)
+    x, y = splits.test_x[idx], splits.test_y[idx]
+    job.out.mkdir(parents=True, exist_ok=True)
+    record = provenance(job.seed, device) | {
+        "checkpoints": [str(p) for p in job.checkpoints], "eps": job.eps, "eps_scale": job.eps_scale,
+        "budgets": [{"label": b.label, "attack": b.attack, "options": b.options} for b in job.budgets],
+        "step_size": job.step_size if job.step_size is not None else "2.5*eps/steps",
+        "n_samples": len(y), "batch_size": job.batch_size, "dataset": splits.info.to_dict(),
+        "ode_backend": job.ode_backend,
+    }
+    log = job.out / "provenance.jsonl"
+    atomic_write_text(log, (log.read_text() if log.exists() else "") + json.dumps(record, default=str) + "\n")
+    curves = BudgetCurves(job, x, y, device, splits.info.label, on_cell, progress)
+    rows: list[dict[str, Any]] = []
+    with torch.inference_mode(False):
+        for target in targets:
+            for eps in job.eps:
+                rows += curves.curve(target, eps)
+    df = pd.DataFrame(rows)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    atomic_write_text(job.out / "budget.csv", buf.getvalue())
+    text = budget_markdown(df)
+    atomic_write_text(job.out / "budget.md", text)
+    budget_plot(df, job.out / "budget.png")
+    return rows, text
