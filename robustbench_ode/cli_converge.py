@@ -4,27 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .cli_attack import cell_progress
 from .convert import convert
 from .evaluation.budget import BudgetJob, run_budget_job
 
 
 def run_converge_command(job: BudgetJob, console: Console) -> str:
     """Run the budget ladders with one progress bar per rung; print the Markdown."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bars:
-        current: dict[str, int] = {}
-
-        def on_cell(label: str) -> None:
-            if "task" in current:
-                bars.update(current["task"], visible=False)
-            current["task"] = bars.add_task(label, total=None)
-
-        def progress(done: int, total: int) -> None:
-            bars.update(current["task"], completed=done, total=total)
-
+    with cell_progress(console) as (on_cell, progress):
         _, text = run_budget_job(job, on_cell, progress)
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {job.out / 'budget.csv'}, budget.md, budget.png (rung state in {job.out / 'state'})")

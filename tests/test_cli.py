@@ -76,6 +76,8 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
     (["--eps", "0.1", "--attack-arg", "warp=9"], "no chosen attack has option"),
     (["--eps", "0.1", "--n-samples", "0"], "--n-samples"),
     (["--eps", "0.1", "--paper", "E9"], "--paper"),
+    (["--eps", "0.1", "--ode-extras"], "add -a autoattack"),
+    (["--eps", "0.1", "--ode-backend", "scipy"], "--ode-backend"),
 ])
 def test_bad_attack_input_gives_one_line_and_exit_code_2(ckpt, tmp_path, args, message):
     assert message in one_line_error(odebench("attack", "-c", ckpt, "--out", tmp_path / "o", *args))

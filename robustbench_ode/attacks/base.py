@@ -8,8 +8,10 @@ Foolbox 3 (keyword-only options; the success criterion kept apart from the attac
 - `x` is in [0, 1], `y` holds int64 labels, `eps` is a radius in pixel units in the attack's
   `norm` ("linf" or "l2"). The output is detached, within the eps-ball of `x` and in [0, 1].
 - `kind` is "bounded" (returns a point for the given eps) or "minimal" (searches the smallest
-  perturbation; such attacks add `min_perturbation(model, x, y) -> (N,)` and answer the uniform
-  call by returning the found point where its norm is <= eps, and `x` elsewhere).
+  perturbation; such attacks add `minimal(model, x, y) -> (points, norms)` for a model already in
+  eval mode, with norm `inf` where no adversarial was found, and `min_perturbation(model, x, y) ->
+  (N,)`, and answer the uniform call by returning the found point where its norm is <= eps, and
+  `x` elsewhere).
 
 Cost counters, both per-sample evaluations summed over every batch (divide by N for a per-sample
 average). They accumulate across calls; `reset_counters()` zeroes them.

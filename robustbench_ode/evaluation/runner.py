@@ -49,6 +49,7 @@ class Target:
     path: Path
     model: nn.Module
     meta: dict[str, Any]
+    ode_backend: str = ""  # the backend of its adaptive ODE blocks ('' without any)
 
     @property
     def sha(self) -> str:
@@ -57,8 +58,6 @@ class Target:
     @property
     def name(self) -> str:
         return self.path.name
-
-    ode_backend: str = ""
 
     @classmethod
     def load(cls, path: Path, device: torch.device, ode_backend: str = "torchode") -> "Target":
