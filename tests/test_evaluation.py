@@ -45,7 +45,6 @@ def test_each_row_records_settings_cost_and_time(ckpts, tmp_path):
     assert json.loads(row["attack_args"])["steps"] == 5
     assert row["n"] == 60 and row["seed"] == 0 and row["norm"] == "linf"
     assert 0 < row["grad_calls"] <= 60 * 5
-    assert row["wall_s"] >= 0
     assert (tmp_path / "provenance.jsonl").exists() and (tmp_path / "accuracy_vs_eps.png").stat().st_size > 0
 
 
