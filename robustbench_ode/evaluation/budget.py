@@ -5,8 +5,8 @@ AutoAttack). Each rung attacks only the samples that every earlier rung left rob
 point of a rung is the per-sample worst case over all rungs up to it: the curve cannot rise, and
 a sample a cheap attack broke stays broken. Every rung is one bounded cell of the `Runner`, made
 exactly as `odebench attack` makes it (same cell seed, the model's own batch-independent
-decision, claimed points verified and attacked further); `_MaskRunner` only keeps the per-sample
-verdict the Runner computes anyway.
+decision, claimed points verified and attacked further); `Runner.bounded_cell` hands back the
+per-sample verdict it counts.
 
 Resume: after each rung the cumulative robust mask is written (atomically) to
 `<out>/state/<checkpoint>-<backend>-eps<ε>-n<n>-s<seed>.safetensors` with the rungs that
@@ -28,12 +28,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..attacks.base import Attack
-from ..data import balanced_subset, load_dataset
 from ..errors import UserError
 from ..report.budget import budget_markdown, budget_plot
-from ..runinfo import atomic_write_text, provenance, resolve_device
+from ..runinfo import atomic_write_text, provenance
 from .runner import AttackSpec, Runner, Target
+from .session import append_provenance, load_evaluation
 from .store import ResultStore
 
 
@@ -114,24 +113,6 @@ class BudgetJob:
     ode_backend: str = "torchode"
 
 
-class _MaskRunner(Runner):
-    """A Runner whose bounded cells also hand back the per-sample verdict they count."""
-
-    _mask: torch.Tensor | None = None
-
-    def robust_mask(self, target: Target, spec: AttackSpec, eps: float) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Run one bounded cell on all of `self.x`; return (robust per sample, the cell's row)."""
-        self._mask = None
-        row = self._bounded_cell(target, spec, eps, None)
-        assert self._mask is not None, "Runner._bounded_cell no longer ends in _finish"
-        return self._mask, row
-
-    def _finish(self, row: dict[str, Any], correct: torch.Tensor, robust: torch.Tensor, attack: Attack,
-                nfes: list[int], t0: float, unverified: int | str = 0) -> dict[str, Any]:
-        self._mask = correct & robust
-        return super()._finish(row, correct, robust, attack, nfes, t0, unverified)
-
-
 @dataclass
 class _Step:
     """A finished rung: what ran, the cumulative robust mask after it, and its cost."""
@@ -194,8 +175,8 @@ class BudgetCurves:
         self.data_sha = _data_sha(x, y)
         self.full = self._runner(torch.arange(len(y)))  # clean decisions, cached per checkpoint
 
-    def _runner(self, idx: torch.Tensor) -> _MaskRunner:
-        return _MaskRunner(self.steps_log, self.x[idx], self.y[idx], self.job.batch_size, self.job.seed, self.device,
+    def _runner(self, idx: torch.Tensor) -> Runner:
+        return Runner(self.steps_log, self.x[idx], self.y[idx], self.job.batch_size, self.job.seed, self.device,
                            self.dataset_label, self.job.eps_scale, progress=self.progress)
 
     def curve(self, target: Target, eps: float) -> list[dict[str, Any]]:
@@ -238,7 +219,7 @@ class BudgetCurves:
             if self.on_cell:
                 self.on_cell(f"{target.name} · ε={eps * self.job.eps_scale:g} · {budget.label} "
                              f"on {len(alive)} samples")
-            mask, row = self._runner(alive).robust_mask(target, spec, eps)
+            row, mask = self._runner(alive).bounded_cell(target, spec, eps)
             after[alive] = mask
             grad_calls, queries, unverified = row["grad_calls"], row["queries"], int(row["unverified"])
             self.steps_log.add([row | {"budget": budget.label}])
@@ -249,38 +230,22 @@ class BudgetCurves:
 def run_budget_job(job: BudgetJob, on_cell: Callable[[str], None] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> tuple[list[dict[str, Any]], str]:
     """Run every curve of the job; write budget.csv, budget.md, budget.png; return rows and Markdown."""
-    if job.n_samples < 1:
-        raise UserError(f"--n-samples must be >= 1, got {job.n_samples}")
-    if job.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {job.batch_size}")
-    if not job.checkpoints:
-        raise UserError("at least one --checkpoint is required")
     if not job.budgets or len({b.label for b in job.budgets}) != len(job.budgets):
         raise UserError("the budgets must be at least one, with distinct labels")
-    if job.out.exists() and not job.out.is_dir():
-        raise UserError(f"--out '{job.out}' is a file; give a directory for budget.csv, budget.md and the plot")
-    device = resolve_device(job.device)
-    targets = [Target.load(p, device, job.ode_backend) for p in job.checkpoints]
-    datasets = {t.meta["dataset"] for t in targets}
-    if len(datasets) > 1:
-        raise UserError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
-    splits = load_dataset(datasets.pop(), job.data_dir)
-    idx = balanced_subset(splits.test_y, job.n_samples)
-    x, y = splits.test_x[idx], splits.test_y[idx]
-    job.out.mkdir(parents=True, exist_ok=True)
-    record = provenance(job.seed, device) | {
+    ev = load_evaluation(job.checkpoints, job.out, "budget.csv, budget.md and the plot", n_samples=job.n_samples,
+                         batch_size=job.batch_size, device=job.device, data_dir=job.data_dir,
+                         ode_backend=job.ode_backend)
+    append_provenance(job.out, provenance(job.seed, ev.device) | {
         "checkpoints": [str(p) for p in job.checkpoints], "eps": job.eps, "eps_scale": job.eps_scale,
         "budgets": [{"label": b.label, "attack": b.attack, "options": b.options} for b in job.budgets],
         "step_size": job.step_size if job.step_size is not None else "2.5*eps/steps",
-        "n_samples": len(y), "batch_size": job.batch_size, "dataset": splits.info.to_dict(),
+        "n_samples": len(ev.y), "batch_size": job.batch_size, "dataset": ev.info.to_dict(),
         "ode_backend": job.ode_backend,
-    }
-    log = job.out / "provenance.jsonl"
-    atomic_write_text(log, (log.read_text() if log.exists() else "") + json.dumps(record, default=str) + "\n")
-    curves = BudgetCurves(job, x, y, device, splits.info.label, on_cell, progress)
+    })
+    curves = BudgetCurves(job, ev.x, ev.y, ev.device, ev.info.label, on_cell, progress)
     rows: list[dict[str, Any]] = []
     with torch.inference_mode(False):
-        for target in targets:
+        for target in ev.targets:
             for eps in job.eps:
                 rows += curves.curve(target, eps)
     df = pd.DataFrame(rows)

@@ -226,7 +226,7 @@ class Runner:
                         self.store.add(self._minimal_cells(target, spec, todo, source))
                     else:
                         for eps in todo:
-                            self.store.add([self._bounded_cell(target, spec, eps, source)])
+                            self.store.add([self.bounded_cell(target, spec, eps, source)[0]])
                 series = [self.store.get(self._row(target, spec, attack, e, source)) for e in eps_list]
                 warning = looks_masked(series, num_classes=target.meta["dataset_info"]["num_classes"])
                 if warning:
@@ -265,7 +265,9 @@ class Runner:
         x_adv = batched(one_batch, x, y, self.batch_size, self.device, self.progress)
         return x_adv, (torch.cat(claims) if claims else torch.zeros(0, dtype=torch.bool))
 
-    def _bounded_cell(self, target: Target, spec: AttackSpec, eps: float, source: Target | None) -> dict[str, Any]:
+    def bounded_cell(self, target: Target, spec: AttackSpec, eps: float,
+                     source: Target | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+        """One bounded cell: its result row and the per-sample verdict it counts (correct and robust)."""
         t0 = time.perf_counter()
         seed_everything(cell_seed(self.seed, target.sha, source.sha if source else "", spec.name, spec.args_text, eps))
         attack = spec.build()
@@ -289,7 +291,7 @@ class Runner:
                 x_adv, _ = self._craft(attack, spec.crafting_model(source.model), x, y, eps)
                 fooled = self.decide(target, spec, x_adv) != y
             robust[idx] = ~fooled
-        return self._finish(row, correct, robust, attack, nfes, t0, unverified)
+        return self._finish(row, correct, robust, attack, nfes, t0, unverified), correct & robust
 
     def _attack_further(self, attack: Attack, spec: AttackSpec, target: Target, x: torch.Tensor, y: torch.Tensor,
                         x_adv: torch.Tensor, fooled: torch.Tensor, failed: torch.Tensor, eps: float) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 
 from ..data import balanced_subset, load_dataset
+from ..data.base import DatasetInfo
 from ..errors import UserError
 from ..registry import parse_number
 from ..report import render
@@ -62,43 +63,68 @@ def parse_eps(values: list[str], scale: float, l2: bool = False) -> list[float]:
     return sorted(set(out))
 
 
+@dataclass
+class Evaluation:
+    """What an evaluation command works on: loaded checkpoints and the class-balanced test images."""
+
+    device: torch.device
+    targets: list[Target]
+    source: Target | None
+    x: torch.Tensor
+    y: torch.Tensor
+    info: DatasetInfo
+
+
+def load_evaluation(checkpoints: list[Path], out: Path, outputs: str, *, n_samples: int, batch_size: int,
+                    device: str, data_dir: str | None, ode_backend: str, source: Path | None = None) -> Evaluation:
+    """Validate the shared options, load the checkpoints (adaptive ODEs on `ode_backend`) and pick
+    `n_samples` class-balanced test images of their common dataset; create `out` (it will hold `outputs`)."""
+    if n_samples < 1:
+        raise UserError(f"--n-samples must be >= 1, got {n_samples}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if not checkpoints:
+        raise UserError("at least one --checkpoint is required")
+    dev = resolve_device(device)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; give a directory for {outputs}")
+    targets = [Target.load(p, dev, ode_backend) for p in checkpoints]
+    crafter = Target.load(source, dev, ode_backend) if source else None
+    datasets = {t.meta["dataset"] for t in targets + ([crafter] if crafter else [])}
+    if len(datasets) > 1:
+        raise UserError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
+    splits = load_dataset(datasets.pop(), data_dir)
+    idx = balanced_subset(splits.test_y, n_samples)
+    out.mkdir(parents=True, exist_ok=True)
+    return Evaluation(dev, targets, crafter, splits.test_x[idx], splits.test_y[idx], splits.info)
+
+
+def append_provenance(out: Path, record: dict[str, Any]) -> None:
+    """Add one invocation's record to `out/provenance.jsonl` (rewritten atomically)."""
+    log = out / "provenance.jsonl"
+    previous = log.read_text() if log.exists() else ""
+    atomic_write_text(log, previous + json.dumps(record, default=str) + "\n")
+
+
 def run_job(job: AttackJob, on_cell: Callable[[str], None] | None = None,
             progress: Callable[[int, int], None] | None = None,
             on_warning: Callable[[str], None] | None = None) -> tuple[list[dict], str]:
     """Run every cell of the job not yet in `out/results.csv`; return this job's rows and Markdown."""
-    if job.n_samples < 1:
-        raise UserError(f"--n-samples must be >= 1, got {job.n_samples}")
-    if job.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {job.batch_size}")
-    if not job.checkpoints:
-        raise UserError("at least one --checkpoint is required")
-    device = resolve_device(job.device)
-    if job.out.exists() and not job.out.is_dir():
-        raise UserError(f"--out '{job.out}' is a file; give a directory for results.csv, results.md and the plot")
-    targets = [Target.load(p, device, job.ode_backend) for p in job.checkpoints]
-    source = Target.load(job.source, device, job.ode_backend) if job.source else None
-    datasets = {t.meta["dataset"] for t in targets + ([source] if source else [])}
-    if len(datasets) > 1:
-        raise UserError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
-    splits = load_dataset(datasets.pop(), job.data_dir)
-    idx = balanced_subset(splits.test_y, job.n_samples)
-    x, y = splits.test_x[idx], splits.test_y[idx]
-    job.out.mkdir(parents=True, exist_ok=True)
+    ev = load_evaluation(job.checkpoints, job.out, "results.csv, results.md and the plot", n_samples=job.n_samples,
+                         batch_size=job.batch_size, device=job.device, data_dir=job.data_dir,
+                         ode_backend=job.ode_backend, source=job.source)
     store = ResultStore(job.out / "results.csv")
-    runner = Runner(store, x, y, job.batch_size, job.seed, device, splits.info.label, job.eps_scale, on_cell,
+    runner = Runner(store, ev.x, ev.y, job.batch_size, job.seed, ev.device, ev.info.label, job.eps_scale, on_cell,
                     progress, on_warning)
-    record = provenance(job.seed, device) | {
+    append_provenance(job.out, provenance(job.seed, ev.device) | {
         "checkpoints": [str(p) for p in job.checkpoints],
         "attacks": [{"name": a.name, "options": a.options, "grad_solver": a.grad_solver, "eot": a.eot}
                     for a in job.attacks],
-        "eps": job.eps, "eps_scale": job.eps_scale, "n_samples": len(y), "batch_size": job.batch_size,
-        "source": str(job.source) if job.source else None, "dataset": splits.info.to_dict(),
+        "eps": job.eps, "eps_scale": job.eps_scale, "n_samples": len(ev.y), "batch_size": job.batch_size,
+        "source": str(job.source) if job.source else None, "dataset": ev.info.to_dict(),
         "ode_backend": job.ode_backend, **job.extra,
-    }
-    log = job.out / "provenance.jsonl"
-    previous = log.read_text() if log.exists() else ""
-    atomic_write_text(log, previous + json.dumps(record, default=str) + "\n")
+    })
     with torch.inference_mode(False):
-        rows = runner.run(targets, job.attacks, job.eps, source)
+        rows = runner.run(ev.targets, job.attacks, job.eps, ev.source)
     text = render(job.out / "results.csv", job.out, job.paper)
     return rows, text
