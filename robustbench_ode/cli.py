@@ -1,6 +1,7 @@
 """`odebench` command line: parse, validate, print. Work happens in the modules it calls."""
 from __future__ import annotations
 
+import os
 import sys
 import tomllib
 from dataclasses import fields
@@ -13,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import UserError
-from .registry import ATTACKS, DATASETS, MODELS, parse_kv
+from .registry import ATTACKS, DATASETS, METHODS, MODELS, parse_kv
 
 app = typer.Typer(
     add_completion=False,
@@ -24,36 +25,31 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-_REGISTRIES = {"models": MODELS, "attacks": ATTACKS, "datasets": DATASETS}
+_LISTS = {"models": (MODELS, "models"), "attacks": (ATTACKS, "attacks"), "datasets": (DATASETS, "datasets"),
+          "methods": (METHODS, "training methods (--method)")}
 
 
 @app.command("list")
 def list_cmd(
     what: Optional[str] = typer.Argument(None, help="models, attacks, datasets or methods (default: all)"),
 ) -> None:
-    """List registered models, attacks and datasets with their options."""
-    if what is not None and what not in (*_REGISTRIES, "methods"):
+    """List registered models, attacks, datasets and training methods with their options (and plugins)."""
+    if what is not None and what not in _LISTS:
         raise UserError(f"cannot list '{what}' (choose models, attacks, datasets or methods)")
-    for kind, reg in _REGISTRIES.items():
+    for kind, (reg, title) in _LISTS.items():
         if what not in (None, kind):
             continue
-        table = Table(title=kind, show_lines=False)
+        entries = list(reg)
+        table = Table(title=title, show_lines=False)
         table.add_column("name", style="bold")
         table.add_column("description")
         table.add_column("options (default)")
-        for entry in reg:
-            table.add_row(entry.name, entry.description, entry.options_text(hidden=("root", "download")))
-        console.print(table)
-    if what in (None, "methods"):
-        from .training.methods import METHODS, method_entry
-
-        table = Table(title="training methods (--method)")
-        table.add_column("name", style="bold")
-        table.add_column("description")
-        table.add_column("options (default)")
-        for name in sorted(METHODS):
-            entry = method_entry(name)
-            table.add_row(name, entry.description, entry.options_text())
+        plugins = any(entry.plugin for entry in entries)
+        if plugins:
+            table.add_column("plugin (distribution)")
+        for entry in entries:
+            options = entry.options_text(hidden=("root", "download"))
+            table.add_row(entry.name, entry.description, options, *([entry.plugin] if plugins else []))
         console.print(table)
 
 
@@ -86,7 +82,7 @@ def train(
     optimizer: Optional[str] = typer.Option(None, help="auto (Adam for Neural ODEs, SGD otherwise), sgd or adam"),
     lr: Optional[float] = typer.Option(None, help="initial learning rate (auto: 1e-3 Adam, 0.1 SGD)"),
     weight_decay: Optional[float] = typer.Option(None, help="weight decay (auto: 1e-4 SGD, 0 Adam)"),
-    schedule: Optional[str] = typer.Option(None, help="auto, halve (every --lr-step epochs), multistep (/10 at 50%,75%), constant"),
+    schedule: Optional[str] = typer.Option(None, help="auto, halve (every --lr-step epochs), multistep (/10 at 50%,75%), constant, onecycle (per batch: warm-up then cosine)"),
     lr_step: Optional[int] = typer.Option(None, help="epochs between halvings for the halve schedule (50)"),
     method: Optional[str] = typer.Option(None, help="training method: standard, or an adversarial one (odebench list)"),
     method_arg: Optional[list[str]] = typer.Option(None, "--method-arg", help="method option key=value"),
@@ -125,10 +121,12 @@ def train(
 
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 reports; errors still reach stderr
+        console.quiet = True
     try:
         rc = app(standalone_mode=False)
     except UserError as exc:
-        _fail(str(exc), 2)
+        _fail(exc.render(flag), 2)
     except KeyboardInterrupt:
         _fail("interrupted; finished work is saved (rerun the same command, with --resume for train)", 130)
     except Exception as exc:  # Typer's (vendored) Click exceptions: usage errors, abort, no-args help
@@ -143,36 +141,78 @@ def main() -> None:
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
+def flag(name: str) -> str:
+    """The flag of a setting a UserError names (`errors.option`): `grad_solver` -> `--grad-solver`,
+    as Typer derives flags from parameter names."""
+    return "--" + name.replace("_", "-")
+
+
 def _fail(message: str, code: int) -> None:
     err_console.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
+# A model given as code instead of a checkpoint (attack, audit, stability): see user_model.py
+_MODEL_FILE = typer.Option(None, "--model-file", help="your model: FILE.py:FACTORY or package.module:FACTORY, "
+                           "a function that returns an nn.Module (weights from --weights)")
+_WEIGHTS = typer.Option(None, "--weights", help="weights for --model-file / --model: .safetensors, or a .pt/.pth "
+                        "state dict (read with torch.load(weights_only=True))")
+_TORCHSCRIPT = typer.Option(None, "--torchscript", help="your model as a TorchScript file (scripted or traced)")
+_MODEL = typer.Option(None, "--model", help="timm:NAME, a timm architecture (pip install odebench\\[timm]; "
+                      "weights from --weights, nothing is downloaded)")
+_NORMALIZE = typer.Option(None, "--normalize", help="your model expects normalised input: MEANS/STDS, one value or one "
+                          "per channel each (0.1307/0.3081, 0.49,0.48,0.45/0.25,0.24,0.26), or 'dataset'; "
+                          "ε stays in [0, 1] pixel units")
+_PRECISION = typer.Option("auto", help="attack gradients in bf16 where this machine computes it natively (auto), "
+                          "or fp32 / bf16; every reported decision is fp32")
+_DATASET = typer.Option(None, "--dataset", "-d", help="dataset to evaluate on (default: the checkpoints', else digits)")
+
+
+def _model_source(model_file: str | None, weights: Path | None, torchscript: Path | None, model: str | None,
+                  normalize: str | None) -> Any:
+    from .user_model import ModelSource
+
+    return ModelSource.from_options(model_file, weights, torchscript, model, normalize)
+
+
 @app.command()
 def attack(
-    checkpoint: list[Path] = typer.Option(..., "--checkpoint", "-c", help="checkpoint dir to attack (repeatable)"),
+    checkpoint: Optional[list[Path]] = typer.Option(None, "--checkpoint", "-c", help="checkpoint dir to attack (repeatable)"),
     attack_name: list[str] = typer.Option(["pgd"], "--attack", "-a", help="registered attack (repeatable)"),
     attack_arg: Optional[list[str]] = typer.Option(None, "--attack-arg", help="attack option key=value, or name.key=value for one of several attacks"),
     eps: list[str] = typer.Option(..., "--eps", "-e", help="ε values: 0.3, 8/255, or comma lists (repeatable)"),
     eps_scale: float = typer.Option(1.0, help="divide --eps by this (255 for the paper's [0,255] CIFAR grid)"),
+    independent_eps: bool = typer.Option(False, "--independent-eps", help="attack every radius on every correctly "
+                                         "classified sample (default: nested, a larger radius attacks only the "
+                                         "samples the smaller ones left robust)"),
     n_samples: int = typer.Option(1000, help="test images to evaluate (class-balanced, deterministic)"),
     batch_size: int = typer.Option(250, help="attack batch size"),
     seed: int = typer.Option(0, help="random seed (each cell derives its own from it)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
-    source: Optional[Path] = typer.Option(None, help="transfer mode: craft on this checkpoint, evaluate on --checkpoint"),
+    source: Optional[Path] = typer.Option(None, help="transfer mode: craft on this checkpoint, evaluate on --checkpoint "
+                                          "(or on your model; --model-as-source crafts on your model)"),
     grad_solver: Optional[str] = typer.Option(
         None, help="ODE models: take gradients through this solver while the model's own decides, "
         "e.g. rk4:step_size=0.05 or dopri5:adjoint=false (gradient attacks only)"),
     eot: int = typer.Option(1, help="average each gradient over this many passes (EOT, for randomised models)"),
     ode_backend: str = typer.Option("torchode", help="adaptive ODEs: torchode (a step size per sample, batch-independent "
                                     "decisions), torchdiffeq (one step size per batch) or model (as trained)"),
+    precision: str = _PRECISION,
     ode_extras: bool = typer.Option(False, "--ode-extras", help="autoattack: add PGD through a fixed-step surrogate "
                                     "solver, SPSA and the CW margin loss (attacks that break ODEs PGD does not)"),
     paper: Optional[str] = typer.Option(None, help="add the paper's numbers side by side (E1..E5)"),
     out: Path = typer.Option(Path("runs/attack"), "--out", "-o", help="output dir (results.csv/.md, plot)"),
+    model_file: Optional[str] = _MODEL_FILE,
+    weights: Optional[Path] = _WEIGHTS,
+    torchscript: Optional[Path] = _TORCHSCRIPT,
+    model: Optional[str] = _MODEL,
+    normalize: Optional[str] = _NORMALIZE,
+    dataset: Optional[str] = _DATASET,
+    model_as_source: bool = typer.Option(False, "--model-as-source", help="transfer mode: craft on the --model-file/"
+                                         "--torchscript/--model model, evaluate on the --checkpoint models"),
 ) -> None:
-    """Attack checkpoints over an ε grid; write results.csv, results.md and accuracy_vs_eps.png."""
+    """Attack checkpoints (or your own model) over an ε grid; write results.csv, results.md and accuracy_vs_eps.png."""
     from .cli_attack import run_attack_command
     from .evaluation.session import AttackJob, parse_eps
 
@@ -183,9 +223,11 @@ def attack(
     specs = _attack_specs(attack_name, attack_arg, grad_solver, eot)
     l2 = all(spec.build().norm == "l2" for spec in specs)
     job = AttackJob(
-        checkpoints=checkpoint, attacks=specs, eps=parse_eps(eps, eps_scale, l2),
+        checkpoints=checkpoint or [], attacks=specs, eps=parse_eps(eps, eps_scale, l2),
         out=out, eps_scale=eps_scale, n_samples=n_samples, batch_size=batch_size, seed=seed, device=device,
-        data_dir=data_dir, source=source, paper=_paper_name(paper), ode_backend=ode_backend,
+        data_dir=data_dir, source=source, paper=_paper_name(paper), ode_backend=ode_backend, precision=precision,
+        model=_model_source(model_file, weights, torchscript, model, normalize), model_as_source=model_as_source,
+        dataset=dataset, independent_eps=independent_eps,
     )
     run_attack_command(job, console)
 
@@ -245,14 +287,15 @@ def quickstart(
     seed: int = typer.Option(0, help="random seed"),
 ) -> None:
     """Main job, offline: train a ResNet and a Neural ODE on the embedded digits, attack with FGSM and PGD."""
+    from .cli_reporter import RichReporter
     from .experiments.quickstart import run_quickstart
 
-    run_quickstart(out, device, console, seed)
+    run_quickstart(out, device, RichReporter(console), seed)
 
 
 @app.command()
 def audit(
-    checkpoint: Path = typer.Argument(..., help="checkpoint dir to audit"),
+    checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint dir to audit (or your model: --model-file, ...)"),
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
     n_samples: int = typer.Option(200, help="test images (class-balanced, deterministic)"),
     eps: Optional[str] = typer.Option(None, help="L∞ radius the attacks are compared at (default 0.1 grey, 8/255 colour)"),
@@ -264,13 +307,21 @@ def audit(
     apgd_steps: Optional[int] = typer.Option(None, help="APGD-CE steps (default 100)"),
     ode_backend: str = typer.Option("torchode", help="adaptive ODEs: torchode, torchdiffeq or model (as trained)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output dir (default <checkpoint>/audit)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output dir (default <checkpoint>/audit, "
+                                       "runs/audit/<model> for your model)"),
     seed: int = typer.Option(0, help="seed of the attacks"),
+    model_file: Optional[str] = _MODEL_FILE,
+    weights: Optional[Path] = _WEIGHTS,
+    torchscript: Optional[Path] = _TORCHSCRIPT,
+    model: Optional[str] = _MODEL,
+    normalize: Optional[str] = _NORMALIZE,
+    dataset: Optional[str] = _DATASET,
 ) -> None:
-    """Check a checkpoint for gradient masking (Carlini et al. 2019); write audit.md / audit.json."""
+    """Check a checkpoint (or your own model) for gradient masking (Carlini et al. 2019); write audit.md / audit.json."""
     from .audit.command import parse_radius, run_audit
 
-    run_audit(checkpoint, console, data_dir=data_dir, n_samples=n_samples,
+    run_audit(checkpoint, console, model=_model_source(model_file, weights, torchscript, model, normalize),
+              dataset=dataset, data_dir=data_dir, n_samples=n_samples,
               eps=None if eps is None else parse_radius("--eps", eps), large_eps=parse_radius("--large-eps", large_eps),
               device=device, out=out, seed=seed, ode_backend=ode_backend, square_queries=square_queries, spsa_steps=spsa_steps,
               spsa_samples=spsa_samples, boundary_steps=boundary_steps, apgd_steps=apgd_steps)
@@ -288,11 +339,19 @@ def stability(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output dir (default <checkpoint>/stability, or runs/stability for several)"),
     seed: int = typer.Option(0, help="seed of the random perturbations"),
+    model_file: Optional[str] = _MODEL_FILE,
+    weights: Optional[Path] = _WEIGHTS,
+    torchscript: Optional[Path] = _TORCHSCRIPT,
+    model: Optional[str] = _MODEL,
+    normalize: Optional[str] = _NORMALIZE,
+    dataset: Optional[str] = _DATASET,
 ) -> None:
     """Measure how input perturbations grow along depth (paper's Theorem 3.1); CSV, plot, summary."""
     from .audit.command import parse_kinds, parse_sizes, run_stability
 
-    run_stability([*(checkpoints or []), *(checkpoint or [])], console, n_samples=n_samples, sizes=parse_sizes(sizes),
+    run_stability([*(checkpoints or []), *(checkpoint or [])], console,
+                  model=_model_source(model_file, weights, torchscript, model, normalize), dataset=dataset,
+                  n_samples=n_samples, sizes=parse_sizes(sizes),
                   kinds=parse_kinds(kinds), points=time_points, data_dir=data_dir, device=device, out=out, seed=seed)
 
 
@@ -308,9 +367,10 @@ def reproduce(
     seed: int = typer.Option(0, help="random seed"),
 ) -> None:
     """Reproduce the paper's experiments: train missing checkpoints, attack, compare with the published numbers."""
+    from .cli_reporter import RichReporter
     from .experiments.reproduce import reproduce as run
 
-    run(experiments, preset, out, data_dir, device, seed, only, cifar, console)
+    run(experiments, preset, out, data_dir, device, seed, only, cifar, RichReporter(console))
 
 
 @app.command()
@@ -327,6 +387,7 @@ def converge(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
     ode_backend: str = typer.Option("torchode", help="adaptive ODEs: torchode, torchdiffeq or model (as trained)"),
+    precision: str = _PRECISION,
     out: Path = typer.Option(Path("runs/converge"), "--out", "-o", help="output dir (budget.csv/.md/.png, state/)"),
 ) -> None:
     """Robust accuracy vs attack budget (PGD-10 ... AutoAttack), worst case so far; says whether it converged."""
@@ -336,7 +397,8 @@ def converge(
 
     job = BudgetJob(checkpoints=checkpoint, eps=parse_eps(eps, eps_scale), out=out, budgets=parse_budgets(budgets),
                     step_size=parse_step_size(step_size), eps_scale=eps_scale, n_samples=n_samples,
-                    batch_size=batch_size, seed=seed, device=device, data_dir=data_dir, ode_backend=ode_backend)
+                    batch_size=batch_size, seed=seed, device=device, data_dir=data_dir, ode_backend=ode_backend,
+                    precision=precision)
     run_converge_command(job, console)
 
 

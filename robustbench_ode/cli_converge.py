@@ -6,15 +6,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .cli_attack import cell_progress
+from .cli_reporter import RichReporter
 from .convert import convert
 from .evaluation.budget import BudgetJob, run_budget_job
 
 
 def run_converge_command(job: BudgetJob, console: Console) -> str:
     """Run the budget ladders with one progress bar per rung; print the Markdown."""
-    with cell_progress(console) as (on_cell, progress):
-        _, text = run_budget_job(job, on_cell, progress)
+    with RichReporter(console).bars() as bars:
+        _, text = run_budget_job(job, bars.start, bars.update)
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {job.out / 'budget.csv'}, budget.md, budget.png (rung state in {job.out / 'state'})")
     return text

@@ -27,7 +27,7 @@ import torch
 import torch._utils
 from safetensors.torch import save_file
 
-from .errors import UserError
+from .errors import UserError, option
 
 ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
@@ -265,7 +265,7 @@ def select(obj: Any, key: str | None) -> Any:
         children = _children(obj)
         if part not in children:
             shown = ", ".join(map(str, list(children)[:10])) or "none"
-            raise UserError(f"--key {key}: no '{part}' here (keys: {shown})")
+            raise UserError(f"{option('key')} {key}: no '{part}' here (keys: {shown})")
         obj = children[part]
     return obj
 
@@ -292,11 +292,11 @@ def convert(src: Path, dst: Path, key: str | None = None, strip_prefix: str = ""
     except RecursionError:
         raise UserError(f"'{src}' nests its objects too deeply to walk") from None
     if not found:
-        raise UserError(f"'{src}' holds no tensors" + ("" if key else " (try --key to pick the part with the weights)"))
+        raise UserError(f"'{src}' holds no tensors" + ("" if key else f" (try {option('key')} to pick the part with the weights)"))
     tensors = {(k[len(strip_prefix):] if strip_prefix and k.startswith(strip_prefix) else k):
                v.detach().cpu().contiguous().clone() for k, v in found.items()}
     if len(tensors) != len(found):
-        raise UserError(f"--strip-prefix {strip_prefix!r} makes two tensor names equal")
+        raise UserError(f"{option('strip_prefix')} {strip_prefix!r} makes two tensor names equal")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
     try:

@@ -7,13 +7,20 @@ Registering is one decorator on a builder function or class::
 
 The keyword-only / defaulted parameters of the builder are its *options*: `odebench list` shows
 them and `--model-arg key=value` strings are coerced to their annotated types.
+
+Plugins (docs/plugins.md): a distribution names a module under the entry-point group
+`odebench.models`, `odebench.attacks`, `odebench.datasets` or `odebench.methods`; importing it runs
+the same decorators. Every plugin is imported once, after all built-ins, when the first project
+registry loads; one that fails is skipped whole with one `PluginWarning`.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
 import typing
+import warnings
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, Callable, Iterator
 
 from .errors import UserError
@@ -74,6 +81,7 @@ class Entry:
     description: str
     options: dict[str, Option] = field(default_factory=dict)
     kind: str = ""
+    plugin: str = ""  # the distribution that registered it; "" for a built-in
 
     def parse_options(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Validate option names and coerce values; unknown options are a UserError."""
@@ -120,21 +128,32 @@ def options_of(builder: Callable[..., Any]) -> dict[str, Option]:
     return options
 
 
-class Registry:
-    """A named collection of builders; `package` is imported lazily so every entry registers."""
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded; odebench works on without it."""
 
-    def __init__(self, kind: str, package: str) -> None:
+
+class Registry:
+    """A named collection of builders; `package` is imported lazily so every entry registers.
+
+    A registry with an entry-point `group` also loads the plugins (all groups, once) on first use.
+    """
+
+    def __init__(self, kind: str, package: str, group: str = "") -> None:
         self.kind = kind
         self.package = package
+        self.group = group
         self._entries: dict[str, Entry] = {}
         self._loaded = False
+        if group:
+            _PLUGGABLE.append(self)
 
     def register(self, name: str, description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator: register `builder` under `name` with a one-line description."""
 
         def deco(builder: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' registered twice")
+                owner = self._entries[name].plugin
+                raise ValueError(f"{self.kind} '{name}' registered twice (already {'by ' + owner if owner else 'built in'})")
             self._entries[name] = Entry(name, builder, description, options_of(builder), self.kind)
             return builder
 
@@ -144,6 +163,8 @@ class Registry:
         if not self._loaded:
             self._loaded = True
             importlib.import_module(self.package)
+            if self.group:
+                load_plugins()
 
     def names(self) -> list[str]:
         """Sorted registered names."""
@@ -165,9 +186,60 @@ class Registry:
         return name in self._entries
 
 
-MODELS = Registry("model", "robustbench_ode.models")
-ATTACKS = Registry("attack", "robustbench_ode.attacks")
-DATASETS = Registry("dataset", "robustbench_ode.data")
+_PLUGGABLE: list[Registry] = []
+_plugins: dict[str, str] | None = None  # distribution -> version of each loaded plugin; None before loading
+
+
+def load_plugins() -> None:
+    """Import every plugin entry point once, after all built-ins.
+
+    Built-ins come first so that a plugin taking a built-in's name is the plugin's error. A plugin
+    that fails (import error, exception while registering, a name already taken) loses every entry
+    it registered and is named in one `PluginWarning`; the others load on.
+    """
+    global _plugins
+    if _plugins is None:
+        _plugins = {}
+        for registry in _PLUGGABLE:
+            registry._load()
+        seen: set[str] = set()
+        for registry in _PLUGGABLE:
+            for ep in metadata.entry_points(group=registry.group):
+                if ep.value not in seen:  # one module may be listed under several groups
+                    seen.add(ep.value)
+                    _load_plugin(ep)
+
+
+def loaded_plugins() -> dict[str, str]:
+    """{distribution: version} of the plugins loaded so far (for provenance)."""
+    return dict(_plugins or {})
+
+
+def _load_plugin(ep: metadata.EntryPoint) -> None:
+    """Import one entry point and mark what it registered with its distribution, or undo it and warn."""
+    dist = ep.dist.name if ep.dist else ep.value
+    before = {registry: set(registry._entries) for registry in _PLUGGABLE}
+    try:
+        ep.load()
+    except Exception as exc:  # a plugin's bug must not break odebench or the other plugins
+        for registry, names in before.items():
+            for name in set(registry._entries) - names:
+                del registry._entries[name]
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        # warn_explicit with no source line: the CLI prints exactly one line
+        warnings.warn_explicit(f"plugin {dist} skipped: {reason} (entry point {ep.name} = {ep.value} in {ep.group})",
+                               PluginWarning, "odebench", 0)
+        return
+    for registry, names in before.items():
+        for name in set(registry._entries) - names:
+            registry._entries[name].plugin = dist
+    _plugins[dist] = ep.dist.version if ep.dist else "unknown"
+
+
+MODELS = Registry("model", "robustbench_ode.models", "odebench.models")
+ATTACKS = Registry("attack", "robustbench_ode.attacks", "odebench.attacks")
+DATASETS = Registry("dataset", "robustbench_ode.data", "odebench.datasets")
+METHODS = Registry("training method", "robustbench_ode.training", "odebench.methods")
 
 
 def parse_kv(pairs: list[str] | None, what: str = "option") -> dict[str, str]:

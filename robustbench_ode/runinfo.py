@@ -13,12 +13,14 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .errors import UserError
+from . import __version__, distributed
+from .errors import UserError, option
+from .precision import cpu_description
+from .registry import loaded_plugins
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages a result depends on."""
+    """Versions of the packages a result depends on, loaded plugins (`plugin DIST`) included."""
     import foolbox
     import torchdiffeq
     import torchvision
@@ -30,6 +32,7 @@ def versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "torchdiffeq": getattr(torchdiffeq, "__version__", "unknown"),
         "foolbox": foolbox.__version__,
+        **{f"plugin {dist}": version for dist, version in loaded_plugins().items()},
     }
 
 
@@ -41,13 +44,16 @@ def device_description(device: torch.device) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; 'cuda' without a GPU is a UserError."""
+    """'auto' picks CUDA when present; 'cuda' without a GPU is a UserError. Under torchrun the
+    process first joins its group, and CUDA then means its own GPU (see `distributed.init`)."""
+    distributed.init()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
+        raise UserError(f"{option('device')} cuda requested but no CUDA GPU is available "
+                        f"(use {option('device')} cpu or auto)")
     if name not in ("cpu", "cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda, got '{name}'")
+        raise UserError(f"{option('device')} must be auto, cpu or cuda, got '{name}'")
     return torch.device(name)
 
 
@@ -66,6 +72,7 @@ def provenance(seed: int, device: torch.device) -> dict[str, Any]:
         "seed": seed,
         "device": str(device),
         "device_name": device_description(device),
+        "cpu": cpu_description(),  # model and speed-deciding flags (avx2, avx512_bf16, amx_bf16...)
         "versions": versions(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),

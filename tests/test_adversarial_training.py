@@ -54,7 +54,7 @@ def pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def test_adversarial_methods_are_registered_with_the_published_defaults():
-    assert {"standard", "pgd", "trades", "yopo"} <= set(METHODS)
+    assert {"standard", "pgd", "trades", "yopo"} <= set(METHODS.names())
     assert vars(build_method("pgd")) == {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
     assert vars(build_method("trades")) == {"beta": 6.0, "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
     assert vars(build_method("yopo")) == {"m": 5, "n": 3, "eps": 8 / 255, "sigma": 2 / 255}

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from robustbench_ode.attacks.apgd import checkpoint_lengths
 from robustbench_ode.attacks.ball import lp_norm
 from robustbench_ode.attacks.base import KINDS, NORMS
-from robustbench_ode.attacks.sampling import make_generator, random_in_ball
+from robustbench_ode.attacks.sampling import SampleRNG, random_in_ball
 from robustbench_ode.errors import UserError
 from robustbench_ode.registry import ATTACKS
 
@@ -292,7 +292,7 @@ def test_gradient_free_attacks_never_ask_for_a_gradient(name, trained, batch):
 def test_score_based_attacks_beat_random_noise_of_the_same_size(name, options, trained, digits):
     x, y = digits.test_x[:40], digits.test_y[:40]
     eps = 0.15
-    noise = random_in_ball(x, eps, "linf", make_generator(0, x.device))
+    noise = random_in_ball(x, eps, "linf", SampleRNG(0, torch.arange(len(x))))
     attacked = build(name, **options)(trained, x, y, eps)
     assert accuracy(trained, attacked, y) < accuracy(trained, noise, y) - 0.3
 

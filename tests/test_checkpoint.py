@@ -44,11 +44,14 @@ def test_metadata_records_what_a_reader_needs(ckpt):
     assert 0 <= meta["metrics"]["test_acc"] <= 1
 
 
-def test_weights_are_safetensors_not_pickle(ckpt):
-    head = (ckpt / WEIGHTS).read_bytes()[:8]
+def test_weights_are_safetensors_not_pickle(trained):
+    out, model = trained
+    head = (out / WEIGHTS).read_bytes()[:8]
     header_len = int.from_bytes(head, "little")
-    header = json.loads((ckpt / WEIGHTS).read_bytes()[8 : 8 + header_len])
-    assert all("dtype" in v for k, v in header.items() if k != "__metadata__")
+    header = json.loads((out / WEIGHTS).read_bytes()[8 : 8 + header_len])
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    assert sorted(tensors) == sorted(model.state_dict())  # every weight, each a typed safetensors entry
+    assert all("dtype" in v and "data_offsets" in v for v in tensors.values())
 
 
 def test_a_tampered_weights_file_is_refused(ckpt, tmp_path):

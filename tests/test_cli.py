@@ -1,4 +1,7 @@
 """The command line as a user runs it: real subprocesses, exit codes, one-line errors."""
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 
@@ -57,6 +60,7 @@ def test_train_reads_a_toml_config(tmp_path):
     (["train", "--model", "resnet56", "--epochs", "two"], "epochs"),
     (["train", "--model", "resnet56", "--device", "tpu"], "--device"),
     (["train", "--model", "resnet56", "--dataset", "mnist", "--data-dir", "/nonexistent"], "MNIST"),
+    (["train", "--model", "resnet56", "--dataset", "mnist", "--data-dir", "/nonexistent"], "pass --download"),
     (["train", "--model", "resnet56", "--config", "/nonexistent.toml"], "config file"),
     (["train", "--bogus-flag"], "No such option"),
     (["attack", "-c", "/nonexistent", "--eps", "0.1"], "does not exist"),
@@ -81,6 +85,26 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
 ])
 def test_bad_attack_input_gives_one_line_and_exit_code_2(ckpt, tmp_path, args, message):
     assert message in one_line_error(odebench("attack", "-c", ckpt, "--out", tmp_path / "o", *args))
+
+
+def test_a_user_error_names_settings_as_flags_only_on_the_command_line():
+    from robustbench_ode.cli import flag
+    from robustbench_ode.errors import UserError, option
+
+    err = UserError(f"{option('lr_step')} must be >= 1, got 0; see {option('schedule')}")
+    assert str(err) == "lr_step must be >= 1, got 0; see schedule"
+    assert err.render(flag) == "--lr-step must be >= 1, got 0; see --schedule"
+    assert err.options == ["lr_step", "schedule"]
+
+
+def test_no_module_below_the_cli_imports_it():
+    """Training, evaluation, audit and experiments run without the CLI (Python API, other front ends)."""
+    code = ("import sys, robustbench_ode.experiments.reproduce, robustbench_ode.experiments.quickstart, "
+            "robustbench_ode.audit.command, robustbench_ode.evaluation.budget, robustbench_ode.models; "
+            "print(sorted(m for m in sys.modules if m.startswith('robustbench_ode.cli')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("command", ["train", "attack"])

@@ -296,7 +296,7 @@ def test_missing_mnist_names_the_expected_files_and_download(tmp_path):
     with pytest.raises(UserError) as err:
         load_dataset("mnist", tmp_path)
     text = str(err.value)
-    assert f"{tmp_path}/MNIST/raw/" in text and "train-images-idx3-ubyte" in text and "--download" in text
+    assert f"{tmp_path}/MNIST/raw/" in text and "train-images-idx3-ubyte" in text and "pass download" in text
     assert "\n" not in text
 
 
@@ -309,7 +309,7 @@ def test_partly_missing_mnist_lists_only_the_missing_files(tmp_path):
 
 
 def test_missing_cifar10_names_the_batches_and_points_to_a_jpeg_copy(tmp_path):
-    with pytest.raises(UserError, match=r"cifar-10-batches-py/\{data_batch_1,.*test_batch\}.*--download") as err:
+    with pytest.raises(UserError, match=r"cifar-10-batches-py/\{data_batch_1,.*test_batch\}.*pass download") as err:
         load_dataset("cifar10", tmp_path)
     assert "cifar10-jpeg" not in str(err.value)
     (tmp_path / "CIFAR10-JPEG").mkdir()

@@ -35,8 +35,7 @@ def test_eps_zero_gives_clean_accuracy_and_accuracy_never_rises_with_eps(ckpts, 
     for _, g in df.groupby(["model", "attack"]):
         g = g.sort_values("eps")
         assert g["robust_acc"].iloc[0] == g["clean_acc"].iloc[0]
-        assert g["robust_acc"].is_monotonic_decreasing
-        assert (g["robust_acc"] <= g["clean_acc"]).all()
+        assert g["robust_acc"].is_monotonic_decreasing  # with the line above: never above clean accuracy
 
 
 def test_each_row_records_settings_cost_and_time(ckpts, tmp_path):

@@ -93,7 +93,7 @@ def test_eot_of_a_deterministic_model_is_its_plain_gradient(trained, digits):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"eot": 0}, "--eot must be >= 1"),
+    ({"eot": 0}, "eot must be >= 1"),
     ({"grad_solver": "rk5"}, "unknown solver 'rk5'"),
     ({"grad_solver": "rk4:steps=3"}, "has no option 'steps'"),
 ])

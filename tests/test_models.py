@@ -118,6 +118,19 @@ def test_unknown_solver_is_a_user_error_listing_torchdiffeq_methods():
         odenet(solver="rk5")
 
 
+def test_the_solver_table_agrees_with_the_installed_torchdiffeq():
+    """ode_block keeps its own table of torchdiffeq's methods (torchdiffeq's is private): an upgrade
+    that adds, removes or re-kinds a method must show up here, not as a wrong `step_size` check."""
+    from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.solvers import FixedGridODESolver
+
+    from robustbench_ode.models.ode_block import ADAPTIVE_SOLVERS, FIXED_STEP_SOLVERS
+
+    offered = {name: cls for name, cls in SOLVERS.items() if name != "scipy_solver"}
+    assert sorted(FIXED_STEP_SOLVERS) == sorted(n for n, cls in offered.items() if issubclass(cls, FixedGridODESolver))
+    assert sorted(ADAPTIVE_SOLVERS) == sorted(n for n, cls in offered.items() if not issubclass(cls, FixedGridODESolver))
+
+
 @pytest.mark.parametrize("options", [{"step_size": 0.1}, {"solver": "rk4", "step_size": -1.0}, {"t1": 0.0}])
 def test_bad_solver_settings_are_user_errors(options):
     with pytest.raises(UserError):

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from robustbench_ode.errors import UserError
-from robustbench_ode.models.base import ImageClassifier, batch_dependent, parse_solver_spec, use_ode_backend
+from robustbench_ode.models.base import ImageClassifier, batch_dependent, use_ode_backend
 from robustbench_ode.models.ode_block import SolverConfig
-from robustbench_ode.models.odenet import ODEClassifier
+from robustbench_ode.models.odenet import ODEClassifier, parse_solver_spec
 from robustbench_ode.registry import MODELS
 
 BATCH_TOLERANCE = 1e-4  # largest logit change allowed when only an image's batch-mates change

@@ -2,7 +2,8 @@
 import pytest
 
 from robustbench_ode.errors import UserError
-from robustbench_ode.registry import ATTACKS, DATASETS, MODELS, Registry, parse_kv, parse_number
+from robustbench_ode.registry import ATTACKS, DATASETS, METHODS, MODELS, Registry, parse_kv, parse_number
+from robustbench_ode.training.methods import build_method, method_entry
 
 
 def make_registry() -> Registry:
@@ -48,10 +49,20 @@ def test_registering_a_name_twice_is_a_programming_error():
         reg.register("box", "again")(lambda: None)
 
 
-def test_the_three_project_registries_are_populated():
+def test_the_four_project_registries_are_populated():
     assert {"resnet56", "resnet50", "odenet", "preact_resnet18"} <= set(MODELS.names())
     assert {"fgsm", "pgd", "difgsm", "boundary"} <= set(ATTACKS.names())
     assert {"digits", "mnist", "cifar10"} <= set(DATASETS.names())
+    assert {"standard", "pgd", "trades", "yopo"} <= set(METHODS.names())
+
+
+def test_training_methods_are_a_registry_entry_with_typed_options_and_the_usual_unknown_name_error():
+    entry = method_entry("standard")
+    assert entry is METHODS.get("standard") and entry.kind == "training method"
+    method = build_method("standard", {"label_smoothing": "0.1"})
+    assert isinstance(method, entry.builder) and method.label_smoothing == 0.1
+    with pytest.raises(UserError, match=r"unknown training method 'sgd' \(known: pgd, standard, trades, yopo"):
+        build_method("sgd")
 
 
 def test_key_value_pairs_and_fractions_parse():

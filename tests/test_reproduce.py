@@ -1,18 +1,18 @@
 """`odebench reproduce --preset fast`: every paper experiment runs end to end on real data slices."""
 import pandas as pd
 import pytest
-from rich.console import Console
 
 from robustbench_ode.errors import UserError
 from robustbench_ode.experiments.paper import E1_HS, build
 from robustbench_ode.experiments.presets import CPU, FAST, PAPER, PRESETS
 from robustbench_ode.experiments.reproduce import reproduce, resolve_datasets
+from robustbench_ode.reporting import SILENT
 
 
 @pytest.fixture(scope="module")
 def fast_all(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
-    reproduce(["all"], "fast", out, str(shared_data), "cpu", 0, None, None, Console(quiet=True))
+    reproduce(["all"], "fast", out, str(shared_data), "cpu", 0, None, None, SILENT)
     return out / "fast"
 
 
@@ -23,7 +23,9 @@ def test_each_experiment_runs_end_to_end_with_the_fast_preset(fast_all, name):
     csvs = list((fast_all / name).glob("*/results.csv"))
     assert csvs
     df = pd.concat(pd.read_csv(c) for c in csvs)
-    assert df["robust_acc"].between(0, 1).all() and (df["robust_acc"] <= df["clean_acc"]).all()
+    assert df["robust_acc"].between(0, 1).all()
+    # every cell of a model saw the same test images: one clean accuracy per model and sample count
+    assert df.groupby(["checkpoint_sha", "n"])["clean_acc"].nunique().eq(1).all()
 
 
 def test_e1_trains_the_whole_h_sweep_and_transfers_fgsm_from_the_three_block_net(fast_all):
@@ -50,7 +52,7 @@ def test_a_rerun_reuses_checkpoints_and_cells(fast_all, shared_data):
     before = {p: p.stat().st_mtime_ns for p in fast_all.glob("models/*/*/model.safetensors")}
     csv = fast_all / "E2" / "mnist" / "results.csv"
     rows = len(pd.read_csv(csv))
-    reproduce(["E2"], "fast", fast_all.parent, str(shared_data), "cpu", 0, "mnist", None, Console(quiet=True))
+    reproduce(["E2"], "fast", fast_all.parent, str(shared_data), "cpu", 0, "mnist", None, SILENT)
     assert {p: p.stat().st_mtime_ns for p in fast_all.glob("models/*/*/model.safetensors")} == before
     assert len(pd.read_csv(csv)) == rows
 
@@ -81,9 +83,9 @@ def test_cifar_resolves_to_the_jpeg_copy_when_the_official_files_are_absent(tmp_
 
 def test_unknown_experiment_or_preset_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="unknown experiment"):
-        reproduce(["E7"], "fast", tmp_path, None, "cpu", 0, None, None, Console(quiet=True))
-    with pytest.raises(UserError, match="--preset"):
-        reproduce(["E2"], "slow", tmp_path, None, "cpu", 0, None, None, Console(quiet=True))
+        reproduce(["E7"], "fast", tmp_path, None, "cpu", 0, None, None, SILENT)
+    with pytest.raises(UserError, match="preset must be one of"):
+        reproduce(["E2"], "slow", tmp_path, None, "cpu", 0, None, None, SILENT)
 
 
 def test_a_finished_checkpoint_trained_with_other_settings_is_never_reused(tmp_path):
@@ -93,10 +95,9 @@ def test_a_finished_checkpoint_trained_with_other_settings_is_never_reused(tmp_p
 
     spec = ModelSpec("tiny", TrainConfig(model="resnet_small", dataset="digits", model_options={"width": 4},
                                          epochs=1, batch_size=128))
-    quiet = Console(quiet=True)
-    run_dir = ensure_trained(spec, tmp_path, None, "cpu", 0, quiet)
-    assert ensure_trained(spec, tmp_path, None, "cpu", 0, quiet) == run_dir  # same settings: reused
+    run_dir = ensure_trained(spec, tmp_path, None, "cpu", 0, SILENT)
+    assert ensure_trained(spec, tmp_path, None, "cpu", 0, SILENT) == run_dir  # same settings: reused
     longer = ModelSpec("tiny", TrainConfig(model="resnet_small", dataset="digits", model_options={"width": 4},
                                            epochs=2, batch_size=128))
     with pytest.raises(UserError, match="trained with other settings"):
-        ensure_trained(longer, tmp_path, None, "cpu", 0, quiet)
+        ensure_trained(longer, tmp_path, None, "cpu", 0, SILENT)

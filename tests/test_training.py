@@ -37,8 +37,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
 def test_an_existing_run_dir_is_not_overwritten_without_resume(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "precious.txt").write_text("keep me")
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="pass resume to continue") as err:
         Trainer(TrainConfig(**TINY), tmp_path / "run")
+    assert err.value.options == ["resume", "out"]  # the CLI shows them as --resume and --out
     assert (tmp_path / "run" / "precious.txt").read_text() == "keep me"
 
 
@@ -82,10 +83,51 @@ def test_recipes_follow_the_paper_adam_halving_for_odes_sgd_steps_for_resnets():
     assert lrs == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"), ({"lr": -1.0}, "--lr"),
-    ({"optimizer": "rmsprop"}, "--optimizer"), ({"amp": "fp8"}, "--amp"), ({"schedule": "cosine"}, "--schedule"),
-])
-def test_out_of_range_settings_are_user_errors(tmp_path, bad, message):
-    with pytest.raises(UserError, match=message):
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"optimizer": "rmsprop"},
+                                 {"amp": "fp8"}, {"schedule": "cosine"}])
+def test_out_of_range_settings_are_user_errors_naming_the_setting(tmp_path, bad):
+    (name,) = bad
+    with pytest.raises(UserError, match=f"^{name} must be") as err:
         Trainer(TrainConfig(**(TINY | bad)), tmp_path / "run")
+    assert err.value.options == [name]
+
+
+def test_onecycle_warms_up_then_anneals_per_batch_and_resumes_to_the_same_weights(tmp_path):
+    cfg = TINY | {"epochs": 3, "schedule": "onecycle"}
+    straight = Trainer(TrainConfig(**cfg), tmp_path / "straight")
+    steps = straight.scheduler.total_steps
+    assert steps == 3 * -(-len(straight.splits.train_y) // cfg["batch_size"])
+    meta = straight.run()
+    lrs = [h["lr"] for h in meta["history"]]
+    assert meta["training"]["schedule"] == "onecycle"
+    assert lrs[0] > lrs[1] > lrs[2] and lrs[2] < 0.01 * cfg["lr"]  # past the peak after epoch 1, ~0 at the end
+    assert straight.scheduler.last_epoch == steps  # stepped once per batch, not per epoch
+
+    def interrupt_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(**cfg), tmp_path / "cut").run(on_epoch=interrupt_after_first_epoch)
+    resumed = Trainer(TrainConfig(**cfg), tmp_path / "cut", resume=True)
+    resumed.run()
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_label_smoothing_mixes_the_uniform_distribution_into_the_targets():
+    import torch.nn.functional as F
+    from torch import nn
+
+    from robustbench_ode.training.methods import build_method
+
+    torch.manual_seed(0)
+    model = nn.Linear(5, 4)
+    x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
+    logp = F.log_softmax(model(x), 1).detach()
+    expected = (0.9 * -logp.gather(1, y[:, None]).mean() + 0.1 * -logp.mean()).item()
+    loss, _ = build_method("standard", {"label_smoothing": "0.1"}).train_step(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), x, y)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(UserError, match="label_smoothing"):
+        build_method("standard", {"label_smoothing": "1.5"})

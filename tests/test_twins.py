@@ -8,15 +8,15 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import torch
-from rich.console import Console
 
 from robustbench_ode.data.base import DatasetInfo
 from robustbench_ode.errors import UserError
 from robustbench_ode.experiments.paper import build
-from robustbench_ode.experiments.presets import FAST, PRESETS, STRONG
+from robustbench_ode.experiments.presets import FAST, PRESETS, STRONG, STRONG_EPOCHS
 from robustbench_ode.experiments.reproduce import reproduce
 from robustbench_ode.models import build_model, nfe_of
 from robustbench_ode.models.odenet import ODE_PRESETS, ODEClassifier
+from robustbench_ode.reporting import SILENT
 from robustbench_ode.training.methods import parse_augment
 from robustbench_ode.training.trainer import CONFIG, STATE, TrainConfig, Trainer, trained_with
 
@@ -190,23 +190,25 @@ def test_the_strong_preset_trains_both_twins_with_and_without_noise_on_all_of_mn
         assert spec.train.subset is None and spec.train.test_subset is None and spec.train.method == "standard"
         partner = next(m for m in models if m.train.augment == spec.train.augment and m is not spec)
         assert replace(spec.train, model=partner.train.model) == partner.train  # only the block differs
-    pgd, autoattack = exp.parts
+    (pgd,) = exp.parts  # AutoAttack runs as the last rung of the budget curves, not twice
     assert [a.name for a in pgd.attacks] == ["fgsm", "pgd"] and pgd.attacks[1].options == {}  # PGD-40, step 0.01
     assert pgd.eps[1:] == list(STRONG.table1_eps["mnist"]) and pgd.n_samples == STRONG.n_samples
-    assert autoattack.eps[1:] == list(STRONG.autoattack_eps["mnist"])
-    assert autoattack.n_samples == STRONG.autoattack_samples
+    assert any("budget curves" in change for change in exp.changes)
+    assert not any("AutoAttack row (not in the paper)" in change for change in exp.changes)
     assert all(any(aug in change for change in exp.changes) for aug in augments - {""})
+    for spec in models:  # one recipe: a one-cycle schedule, bf16 training steps (fixed-step solvers only)
+        assert (spec.train.schedule, spec.train.amp, spec.train.epochs) == ("onecycle", "bf16", STRONG_EPOCHS)
     with pytest.raises(UserError, match="strong preset"):
         build("E5", STRONG, {"mnist": "mnist", "cifar10": "cifar10"})
 
 
 def test_a_tiny_strong_preset_trains_the_four_models_and_attacks_them_end_to_end(shared_data, tmp_path, monkeypatch):
     tiny = replace(STRONG, name="strong-tiny", train_subset={"mnist": 300}, test_subset=100, n_samples=20,
-                   autoattack_samples=10, autoattack_options=FAST.autoattack_options,
+                   autoattack_samples=10, autoattack_options=FAST.autoattack_options, autoattack_eps={"mnist": (0.2,)},
                    resnet={"mnist": (STRONG.resnet["mnist"][0], {"channels": 4}, 1, 64)},
                    odenet={"mnist": (STRONG.odenet["mnist"][0], {"channels": 4}, 1, 64)})
     monkeypatch.setitem(PRESETS, tiny.name, tiny)
-    reproduce(["E2"], tiny.name, tmp_path, str(shared_data), "cpu", 0, None, None, Console(quiet=True))
+    reproduce(["E2"], tiny.name, tmp_path, str(shared_data), "cpu", 0, None, None, SILENT)
     df = pd.read_csv(tmp_path / tiny.name / "E2" / "mnist" / "results.csv")
     models = build("E2", tiny, {"mnist": "mnist"}).parts[0].models
     assert set(df["model"]) == {m.key for m in models} and set(df["attack"]) == {"fgsm", "pgd", "autoattack"}

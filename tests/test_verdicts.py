@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from rich.console import Console
 from torch import nn
 
 from robustbench_ode.errors import UserError
@@ -17,6 +16,7 @@ from robustbench_ode.evaluation.session import AttackJob, run_job
 from robustbench_ode.evaluation.store import ResultStore
 from robustbench_ode.experiments import quickstart
 from robustbench_ode.models.base import ImageClassifier
+from robustbench_ode.reporting import SILENT
 from robustbench_ode.training.trainer import TrainConfig, Trainer
 
 from .helpers import train_tiny
@@ -56,7 +56,7 @@ def test_the_ode_backend_is_part_of_a_cells_identity(digits_ode, tmp_path):
 
 
 def test_an_unknown_ode_backend_is_a_user_error(digits_ode, tmp_path):
-    with pytest.raises(UserError, match="--ode-backend"):
+    with pytest.raises(UserError, match="ode_backend must be one of"):
         run_job(_pgd_job(digits_ode, tmp_path, ode_backend="scipy"))
 
 
@@ -134,7 +134,7 @@ def test_transfer_runs_the_whole_source_budget_on_every_sample_the_target_gets_r
 def test_quickstart_refuses_a_run_dir_trained_with_other_settings(tmp_path):
     train_tiny(tmp_path / "resnet20", epochs=1)
     with pytest.raises(UserError, match="other settings"):
-        quickstart.run_quickstart(tmp_path, "cpu", Console(record=True))
+        quickstart.run_quickstart(tmp_path, "cpu", SILENT)
 
 
 def test_results_written_before_the_ode_backend_column_still_load(tmp_path):

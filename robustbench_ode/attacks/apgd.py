@@ -9,7 +9,7 @@ from ..registry import ATTACKS
 from .ball import project
 from .base import Attack, FirstAdversarial, LossFn, check_positive
 from .losses import dlr_targeted, get_loss
-from .sampling import make_generator, random_in_ball
+from .sampling import SampleRNG, random_in_ball
 
 
 def checkpoint_lengths(steps: int) -> list[int]:
@@ -58,6 +58,7 @@ class APGD(Attack):
 
     name = "apgd"
     norm = "linf"
+    batch_independent = True
     momentum = 0.75
 
     def __init__(
@@ -84,18 +85,18 @@ class APGD(Attack):
         self.targets = targets
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        gen = make_generator(self.seed, x.device)
+        rng = self.rng(x.device)
         record = self.track(model, x, y)
         if self.targets == 0:
-            for _ in range(self.restarts):
-                self._restart(model, record, x, y, eps, gen, None)
+            for restart in range(self.restarts):
+                self._restart(model, record, x, y, eps, rng, (0, restart), None)
             return record.x_adv
         if len(record.pending()) == 0:  # the clean input fools the model everywhere
             return record.x_adv
         ranked = self._ranked_targets(model, record, x, y)
         for rank in range(ranked.shape[1]):
-            for _ in range(self.restarts):
-                self._restart(model, record, x, y, eps, gen, ranked[:, rank])
+            for restart in range(self.restarts):
+                self._restart(model, record, x, y, eps, rng, (rank + 1, restart), ranked[:, rank])
         return record.x_adv
 
     def _ranked_targets(self, model: nn.Module, record: FirstAdversarial, x: Tensor, y: Tensor) -> Tensor:
@@ -113,15 +114,15 @@ class APGD(Attack):
 
     def _restart(
         self, model: nn.Module, record: FirstAdversarial, x: Tensor, y: Tensor, eps: float,
-        gen: torch.Generator, target: Tensor | None,
+        rng: SampleRNG, key: tuple[int, int], target: Tensor | None,
     ) -> None:
-        """One run from a fresh random start on the samples not fooled yet (towards `target`, if given)."""
+        """One run from a fresh random start (the draw `key`: target rank, restart) on the samples
+        not fooled yet (towards `target`, if given)."""
         idx = record.pending()
         if len(idx) == 0:
             return
-        start = random_in_ball(x, eps, "linf", gen)  # drawn for the whole batch, as PGD does
-        self._single_run(model, record, idx, x[idx], y[idx], start[idx], eps,
-                         None if target is None else target[idx])
+        start = random_in_ball(x[idx], eps, "linf", rng[idx], *key)
+        self._single_run(model, record, idx, x[idx], y[idx], start, eps, None if target is None else target[idx])
 
     def _loss_fn(self, target: Tensor | None) -> LossFn:
         """The per-sample loss: `self.loss`, or the targeted DLR towards `target`."""

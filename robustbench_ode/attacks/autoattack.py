@@ -81,6 +81,7 @@ class AutoAttack(Attack):
 
     name = "autoattack"
     norm = "linf"
+    batch_independent = True  # every member is (FAB-T runs one restart)
 
     def __init__(
         self,
@@ -175,7 +176,7 @@ class AutoAttack(Attack):
                 attack.early_stop = self.early_stop
                 if attack.uses_gradients:
                     attack.eot = self.eot
-                x_m = attack(attacked, x[idx], y[idx], eps)
+                x_m = attack(attacked, x[idx], y[idx], eps, ids=self.ids[idx.cpu()])
                 self.grad_calls += attack.grad_calls
                 self.queries += attack.queries
                 ok = self.succeeded(self.logits(model, x_m), y[idx])

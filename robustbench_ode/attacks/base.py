@@ -32,6 +32,14 @@ What an attack reports besides its points:
 - `early_stop` (default True): a sample leaves the search at its first adversarial iterate. False
   runs the whole budget on every sample and returns the last iterate: transfer attacks need it,
   because a point barely past the *source's* boundary is a weak point for the target.
+
+Per-sample randomness: `attack(model, x, y, eps, ids=...)` names each sample (its index in the
+evaluated set; default 0..N-1 for the call) and an attack draws each sample's random numbers
+from `self.rng(x.device)` (`sampling.SampleRNG`: a function of seed, id and draw only). An attack
+whose point for a sample therefore depends on nothing but the sample, its id and the seed sets
+`batch_independent = True`: the batch size does not change its numbers, and under torchrun the
+runner divides its samples among the processes (`evaluation.verdict.on_shards`); others (the
+default, e.g. a third-party search with batch-wide randomness) run whole on rank 0.
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from .sampling import SampleRNG
 
 NORMS = ("linf", "l2")
 KINDS = ("bounded", "minimal")
@@ -126,6 +135,7 @@ class Attack:
     norm: str = "linf"
     kind: str = "bounded"
     uses_gradients: bool = True  # False for decision- and score-based attacks
+    batch_independent: bool = False  # a sample's point depends only on it, its id and the seed
 
     def __init__(self) -> None:
         self.grad_calls = 0
@@ -134,6 +144,7 @@ class Attack:
         self.early_stop = True
         self.stats: dict[str, int] = {}
         self.claimed: Tensor | None = None
+        self.ids: Tensor = torch.zeros(0, dtype=torch.long)
         self._record: FirstAdversarial | None = None
 
     def reset_counters(self) -> None:
@@ -146,13 +157,18 @@ class Attack:
         """Add `n` to the named statistic `key` (see `stats`)."""
         self.stats[key] = self.stats.get(key, 0) + int(n)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        """Adversarial examples for (x, y) within the eps-ball of `x` in `self.norm`, in [0, 1]."""
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, *, ids: Tensor | None = None) -> Tensor:
+        """Adversarial examples for (x, y) within the eps-ball of `x` in `self.norm`, in [0, 1].
+
+        `ids`: each sample's id for its random numbers (default 0..N-1), see `rng`."""
         eps = float(eps)
         if eps < 0:
             raise UserError(f"attack '{self.name}': eps must be >= 0, got {eps}")
         if y.shape != (len(x),):
             raise ValueError(f"labels of shape {tuple(y.shape)} do not match a batch of {len(x)}")
+        if ids is not None and ids.shape != (len(x),):
+            raise ValueError(f"ids of shape {tuple(ids.shape)} do not match a batch of {len(x)}")
+        self.ids = torch.arange(len(x)) if ids is None else ids.detach().cpu().long()
         x = x.detach()
         self._record, self.claimed = None, None
         if eps == 0 or len(x) == 0:
@@ -166,6 +182,12 @@ class Attack:
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         """The attack itself; called in eval mode with eps > 0."""
         raise NotImplementedError
+
+    def rng(self, device: torch.device) -> SampleRNG:
+        """The random numbers (computed on `device`) of the samples of the current call, one row per
+        sample, from the attack's `seed` (0 without one) and their `ids`: the same for a sample
+        whatever else is in its batch."""
+        return SampleRNG(getattr(self, "seed", 0), self.ids.to(device))
 
     def succeeded(self, logits: Tensor, y: Tensor) -> Tensor:
         """Success criterion (untargeted misclassification); kept apart from the search."""
@@ -200,10 +222,12 @@ class Attack:
                 total += grad
         return logits.detach(), (total / self.eot).detach()
 
-    def track(self, model: nn.Module, x: Tensor, y: Tensor) -> FirstAdversarial:
+    def track(self, model: nn.Module, x: Tensor, y: Tensor, clean: Tensor | None = None) -> FirstAdversarial:
         """Start a `FirstAdversarial` record: samples the clean input already fools are done
-        (with `early_stop`; without it every sample runs the whole budget)."""
+        (with `early_stop`; without it every sample runs the whole budget). `clean`: the clean
+        logits when the caller already has them (from `logits`, so counted)."""
         record = FirstAdversarial(x, self.early_stop)
-        record.record(torch.arange(len(x), device=x.device), x, self.succeeded(self.logits(model, x), y))
+        clean = self.logits(model, x) if clean is None else clean
+        record.record(torch.arange(len(x), device=x.device), x, self.succeeded(clean, y))
         self._record = record
         return record

@@ -12,27 +12,38 @@ from ..registry import ATTACKS
 from .ball import project
 from .base import Attack, check_positive
 from .losses import cross_entropy
+from .sampling import SampleRNG
 
 
-def diversity_transform(gen: torch.Generator, height: int, width: int, rate: float) -> Callable[[Tensor], Tensor]:
-    """One random input-diversity transform: resize up by a random amount, pad at a random offset.
+def diversity_transform(rng: SampleRNG, step: int, height: int, width: int, rate: float,
+                        prob: float) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+    """Random input-diversity transforms of `step`, one per image (one row of `rng` each): with
+    probability `prob` resize up by a random amount and pad at a random offset, else leave it.
 
     The image is resized (nearest, as in Xie et al.'s code) to side + r with r uniform in
     [0, pad) where pad = max(1, int(side * rate) - side), zero-padded to side + pad at a random
     position, then resized (bilinear) back to the input size so any model accepts it. The
-    `max(1, ...)` keeps the transform alive on small images (8x8 digits: int(8.8) = 8).
+    `max(1, ...)` keeps the transform alive on small images (8x8 digits: int(8.8) = 8). Returns
+    the transform of a batch shaped like the images and the mask of images it changes.
     """
     pad = max(1, int(height * rate) - height)
-    r = int(torch.randint(0, pad, (), generator=gen))
-    top = int(torch.randint(0, pad - r + 1, (), generator=gen))
-    left = int(torch.randint(0, pad - r + 1, (), generator=gen))
+    used = rng.uniform((), step, 0, dtype=torch.float64) < prob
+    r = rng.integers(pad, step, 1)
+    choices = zip(r.tolist(), rng.integers(pad - r + 1, step, 2).tolist(), rng.integers(pad - r + 1, step, 3).tolist())
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, (choice, on) in enumerate(zip(choices, used.tolist())):
+        if on:
+            groups.setdefault(choice, []).append(i)
 
     def transform(x: Tensor) -> Tensor:
-        resized = F.interpolate(x, size=(height + r, width + r), mode="nearest")
-        padded = F.pad(resized, (left, pad - r - left, top, pad - r - top))
-        return F.interpolate(padded, size=(height, width), mode="bilinear", align_corners=False)
+        for (ri, ti, li), rows in groups.items():
+            index = torch.tensor(rows, device=x.device)
+            resized = F.interpolate(x[index], size=(height + ri, width + ri), mode="nearest")
+            padded = F.pad(resized, (li, pad - ri - li, ti, pad - ri - ti))
+            x = x.index_put((index,), F.interpolate(padded, size=(height, width), mode="bilinear", align_corners=False))
+        return x
 
-    return transform
+    return transform, used
 
 
 @ATTACKS.register("difgsm", "Xie et al. 2019 DI²-FGSM: iterative FGSM on randomly resized+padded inputs")
@@ -40,16 +51,18 @@ class DIFGSM(Attack):
     """Diverse-Inputs Iterative FGSM (Xie et al., "Improving Transferability of Adversarial
     Examples with Input Diversity", CVPR 2019). Norm: L∞.
 
-    I-FGSM whose gradient, with probability `prob` per iteration, is taken through a random
-    resize-and-pad of the input (`diversity_transform`). With `momentum` > 0 it is M-DI²-FGSM:
-    g ← μ·g + ∇/||∇||1 (Dong et al. 2018, MI-FGSM) and the step follows sign(g). No random start.
-    Success is judged on the untransformed input (an extra forward when the transform was used);
-    each sample keeps its first adversarial iterate. With prob=0 and momentum=0 it is I-FGSM.
+    I-FGSM whose gradient, with probability `prob` per image and iteration, is taken through a
+    random resize-and-pad of the image (`diversity_transform`; drawn per image, so an image's
+    attack does not depend on its batch, where Xie et al.'s code draws one per batch). With
+    `momentum` > 0 it is M-DI²-FGSM: g ← μ·g + ∇/||∇||1 (Dong et al. 2018, MI-FGSM) and the step
+    follows sign(g). No random start. Success is judged on the untransformed input (an extra
+    forward of the images that were transformed); each sample keeps its first adversarial
+    iterate. With prob=0 and momentum=0 it is I-FGSM.
 
     Options:
         steps: iterations.
         step_size: L∞ step; 0 means eps / steps.
-        prob: probability of transforming the input at an iteration.
+        prob: probability of transforming an image at an iteration.
         resize_rate: the padded side is int(side * resize_rate) (>= side + 1); must be >= 1.
         momentum: decay μ of the accumulated gradient (0: no momentum).
         seed: seed of the random transforms.
@@ -61,6 +74,7 @@ class DIFGSM(Attack):
 
     name = "difgsm"
     norm = "linf"
+    batch_independent = True
 
     def __init__(
         self,
@@ -86,7 +100,7 @@ class DIFGSM(Attack):
         self.seed = seed
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        gen = torch.Generator().manual_seed(self.seed)  # scalar draws only, so on the CPU
+        rng = self.rng(x.device)
         alpha = self.step_size if self.step_size > 0 else eps / self.steps
         record = self.track(model, x, y)
         idx = record.pending()
@@ -97,12 +111,12 @@ class DIFGSM(Attack):
         for step in range(self.steps + 1):
             if step == self.steps:
                 logits = self.logits(model, xk)
-            elif float(torch.rand((), generator=gen)) < self.prob:
-                transform = diversity_transform(gen, x.shape[-2], x.shape[-1], self.resize_rate)
-                _, grad = self.loss_grad(model, xk, yk, cross_entropy, transform)
-                logits = self.logits(model, xk)
             else:
-                logits, grad = self.loss_grad(model, xk, yk, cross_entropy)
+                transform, used = diversity_transform(rng[idx], step, x.shape[-2], x.shape[-1], self.resize_rate,
+                                                      self.prob)
+                logits, grad = self.loss_grad(model, xk, yk, cross_entropy, transform)
+                if used.any():  # success is judged on the untransformed images
+                    logits[used] = self.logits(model, xk[used])
             keep = record.record(idx, xk, self.succeeded(logits, yk))
             idx, x0, yk, xk = idx[keep], x0[keep], yk[keep], xk[keep]
             if step == self.steps or len(idx) == 0:

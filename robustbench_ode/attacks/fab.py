@@ -80,6 +80,12 @@ class FAB(Attack):
 
     name = "fab"
 
+    @property
+    def batch_independent(self) -> bool:  # type: ignore[override]
+        """One run per target starts at the clean point and works per sample; torchattacks' random
+        restarts are drawn for the whole batch."""
+        return self.restarts == 1
+
     def __init__(
         self,
         *,
@@ -106,19 +112,21 @@ class FAB(Attack):
         self.seed = seed
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        record = self.track(model, x, y)
+        clean = self.logits(model, x)
+        record = self.track(model, x, y, clean)
         idx = record.pending()
         if len(idx) == 0:
             return record.x_adv
         x0, y0 = x[idx], y[idx]
-        found = self._search(model, x0, y0, eps)
+        found = self._search(model, x0, y0, eps, classes=clean.shape[1])
         x_cand = project(found.to(x.dtype), x0, eps, self.norm)
         keep = record.record(idx, x_cand, self.succeeded(self.logits(model, x_cand), y0))
         record.finish(idx[keep], x_cand[keep])
         return record.x_adv
 
-    def _search(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        """torchattacks' FAB on (x, y): its points within eps where it found one, x elsewhere."""
+    def _search(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, classes: int) -> Tensor:
+        """torchattacks' FAB on (x, y) (a model of `classes` outputs): its points within eps where
+        it found one, x elsewhere."""
         # in eval mode like `model` (a fresh module trains): torchattacks puts back a training model with .train()
         counted = _Counted(model, self, targeted=self.targets > 0).train(model.training)
         with contextlib.redirect_stdout(io.StringIO()):  # it prints when the model has no parameters
@@ -129,8 +137,6 @@ class FAB(Attack):
             )
         fab.set_device(x.device)
         if self.targets > 0:
-            with torch.no_grad():
-                classes = counted(x[:1]).shape[1]
             fab.n_target_classes = min(self.targets, classes - 1)
         # FAB reseeds the global CPU RNG and the current CUDA device's: fork them all
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []

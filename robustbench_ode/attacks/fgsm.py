@@ -24,6 +24,7 @@ class FGSM(Attack):
 
     name = "fgsm"
     norm = "linf"
+    batch_independent = True
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         _, grad = self.loss_grad(model, x, y, cross_entropy)

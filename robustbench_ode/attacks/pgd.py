@@ -8,7 +8,7 @@ from ..registry import ATTACKS
 from .ball import project, steepest_direction
 from .base import Attack, check_norm, check_positive
 from .losses import get_loss
-from .sampling import make_generator, random_in_ball
+from .sampling import random_in_ball
 
 
 @ATTACKS.register("pgd", "Madry et al. 2018 projected gradient descent (L∞ or L2), random start, restarts")
@@ -27,7 +27,7 @@ class PGD(Attack):
         steps: iterations per restart (paper: 40).
         random_start: start uniformly in the eps-ball (paper: yes).
         restarts: independent random starts; the first success over restarts is kept.
-        seed: seed of the random starts (a private torch.Generator, reproducible).
+        seed: seed of the random starts (per sample: see `sampling.SampleRNG`; reproducible).
         loss: "ce" (cross-entropy) or "margin" (Carlini-Wagner logit margin).
 
     Example::
@@ -37,6 +37,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    batch_independent = True
 
     def __init__(
         self,
@@ -66,16 +67,15 @@ class PGD(Attack):
         return self.step_size
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        gen = make_generator(self.seed, x.device)
+        rng = self.rng(x.device)
         alpha = self.step_size_for(eps)
         record = self.track(model, x, y)
-        for _ in range(self.restarts):
+        for restart in range(self.restarts):
             idx = record.pending()
             if len(idx) == 0:
                 break
-            # drawn for the whole batch so a sample's start does not depend on which are left
-            start = random_in_ball(x, eps, self.norm, gen) if self.random_start else x
-            x0, yk, xk = x[idx], y[idx], start[idx]
+            x0, yk = x[idx], y[idx]
+            xk = random_in_ball(x0, eps, self.norm, rng[idx], restart) if self.random_start else x0
             for step in range(self.steps + 1):
                 if step < self.steps:
                     logits, grad = self.loss_grad(model, xk, yk, self.loss)

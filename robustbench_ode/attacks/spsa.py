@@ -8,9 +8,10 @@ from ..registry import ATTACKS
 from .ball import project
 from .base import Attack, check_positive
 from .losses import margin
-from .sampling import make_generator, rademacher, random_in_ball
+from .sampling import SampleRNG, random_in_ball
 
 _MAX_FORWARD = 2048  # images per forward pass when evaluating the perturbation pairs
+_PAIRS_PER_SUM = 8  # pairs summed at a time: fixed, so the sum rounds alike in every batch
 _BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 
 
@@ -41,6 +42,7 @@ class SPSA(Attack):
     name = "spsa"
     uses_gradients = False
     norm = "linf"
+    batch_independent = True
 
     def __init__(
         self, *, steps: int = 100, samples: int = 128, delta: float = 0.01, lr: float = 0.01, seed: int = 0
@@ -54,11 +56,11 @@ class SPSA(Attack):
         self.seed = seed
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        gen = make_generator(self.seed, x.device)
-        start = random_in_ball(x, eps, "linf", gen)
+        rng = self.rng(x.device)
         record = self.track(model, x, y)
         idx = record.pending()
-        x0, yk, xk = x[idx], y[idx], start[idx]
+        x0, yk = x[idx], y[idx]
+        xk = random_in_ball(x0, eps, "linf", rng[idx], 0)
         m, v = torch.zeros_like(xk), torch.zeros_like(xk)
         (b1, b2) = _BETAS
         for step in range(self.steps + 1):
@@ -68,7 +70,7 @@ class SPSA(Attack):
             idx, x0, yk, xk, m, v = (t[keep] for t in (idx, x0, yk, xk, m, v))
             if step == self.steps or len(idx) == 0:
                 break
-            g = self.estimate_gradient(model, xk, yk, gen)
+            g = self.estimate_gradient(model, xk, yk, rng[idx], step)
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
             m_hat, v_hat = m / (1 - b1 ** (step + 1)), v / (1 - b2 ** (step + 1))
@@ -76,16 +78,23 @@ class SPSA(Attack):
         record.finish(idx, xk)
         return record.x_adv
 
-    def estimate_gradient(self, model: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
-        """SPSA estimate of ∇x margin from `samples` antithetic Rademacher pairs (forward only)."""
-        n = len(x)
-        chunk = max(1, _MAX_FORWARD // (2 * n))
+    def estimate_gradient(self, model: nn.Module, x: Tensor, y: Tensor, rng: SampleRNG, step: int) -> Tensor:
+        """SPSA estimate of ∇x margin from `samples` antithetic Rademacher pairs (forward only).
+
+        The pairs of `step` are drawn per sample (one row of `rng` each) and summed in groups of
+        a fixed size, so a sample's estimate, to the last bit, does not depend on its batch.
+        """
+        n, size = len(x), x[0].numel()
+        per_forward = max(1, _MAX_FORWARD // (2 * n))
+        chunk = max(_PAIRS_PER_SUM, per_forward - per_forward % _PAIRS_PER_SUM)
         grad = torch.zeros_like(x)
         for first in range(0, self.samples, chunk):
             k = min(chunk, self.samples - first)
-            v = rademacher((n, k, *x.shape[1:]), gen, x)
-            probes = torch.cat([x[:, None] + self.delta * v, x[:, None] - self.delta * v], dim=1)
-            f = margin(self.logits(model, probes.flatten(0, 1)), y.repeat_interleave(2 * k)).view(n, 2 * k)
-            diff = (f[:, :k] - f[:, k:]) / (2 * self.delta)
-            grad += (diff.view(n, k, *([1] * (x.dim() - 1))) * v).sum(dim=1)
+            v = rng.rademacher((k, *x.shape[1:]), 1, step, offset=first * size, like=x)
+            probes = torch.cat([x[:, None] + self.delta * v, x[:, None] - self.delta * v], dim=1).flatten(0, 1)
+            logits = torch.cat([self.logits(model, part) for part in probes.split(_MAX_FORWARD)])
+            f = margin(logits, y.repeat_interleave(2 * k)).view(n, 2 * k)
+            diff = ((f[:, :k] - f[:, k:]) / (2 * self.delta)).view(n, k, *([1] * (x.dim() - 1)))
+            for group in range(0, k, _PAIRS_PER_SUM):
+                grad += (diff[:, group : group + _PAIRS_PER_SUM] * v[:, group : group + _PAIRS_PER_SUM]).sum(dim=1)
         return grad / self.samples

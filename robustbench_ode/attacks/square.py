@@ -10,7 +10,7 @@ from ..errors import UserError
 from ..registry import ATTACKS
 from .base import Attack, check_positive
 from .losses import margin
-from .sampling import make_generator, rademacher
+from .sampling import SampleRNG
 
 _RESAMPLE_TRIES = 10  # redraws of a window whose proposal would not change the image
 
@@ -46,6 +46,7 @@ class Square(Attack):
     name = "square"
     uses_gradients = False
     norm = "linf"
+    batch_independent = True
 
     def __init__(self, *, queries: int = 1000, p_init: float = 0.05, seed: int = 0) -> None:
         super().__init__()
@@ -57,14 +58,14 @@ class Square(Attack):
         self.seed = seed
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        gen = make_generator(self.seed, x.device)
-        n, c, h, w = x.shape
-        stripes = (x + eps * rademacher((n, c, 1, w), gen, x)).clamp(0.0, 1.0)
+        rng = self.rng(x.device)
+        _, c, h, w = x.shape
         record = self.track(model, x, y)
         idx = record.pending()
         if len(idx) == 0:
             return record.x_adv
-        x0, yk, x_new = x[idx], y[idx], stripes[idx]
+        x0, yk = x[idx], y[idx]
+        x_new = (x0 + eps * rng[idx].rademacher((c, 1, w), 0, like=x)).clamp(0.0, 1.0)  # the stripes
         xk, loss = x_new, torch.full((len(idx),), -math.inf, device=x.device, dtype=x.dtype)
         for it in range(self.budget - 1):
             logits = self.logits(model, x_new)
@@ -77,23 +78,25 @@ class Square(Attack):
             if it == self.budget - 2 or len(idx) == 0:
                 break
             side = round(math.sqrt(square_fraction(self.p_init, it, self.budget) * h * w))
-            x_new = self._propose(gen, x0, xk, eps, min(max(side, 1), min(h, w) - 1))
+            x_new = self._propose(rng[idx], it, x0, xk, eps, min(max(side, 1), min(h, w) - 1))
         record.finish(idx, xk)
         return record.x_adv
 
-    def _propose(self, gen: torch.Generator, x0: Tensor, xk: Tensor, eps: float, side: int) -> Tensor:
-        """Set a random side x side window of each image to x0 ± eps (one sign per channel)."""
+    def _propose(self, rng: SampleRNG, it: int, x0: Tensor, xk: Tensor, eps: float, side: int) -> Tensor:
+        """Set a random side x side window of each image to x0 ± eps (one sign per channel); the
+        draws of query `it` (one row of `rng` per image)."""
         m, c, h, w = xk.shape
-        top = torch.randint(0, h - side + 1, (m, 1, 1, 1), generator=gen, device=xk.device)
-        left = torch.randint(0, w - side + 1, (m, 1, 1, 1), generator=gen, device=xk.device)
+        top = rng.integers(h - side + 1, 1, it).view(m, 1, 1, 1)
+        left = rng.integers(w - side + 1, 2, it).view(m, 1, 1, 1)
         rows = torch.arange(h, device=xk.device).view(1, 1, h, 1)
         cols = torch.arange(w, device=xk.device).view(1, 1, 1, w)
         window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-        signs = eps * rademacher((m, c, 1, 1), gen, xk)
-        for _ in range(_RESAMPLE_TRIES):
+        signs = eps * rng.rademacher((c, 1, 1), 3, it, 0, like=xk)
+        for attempt in range(1, _RESAMPLE_TRIES + 1):
             x_new = torch.where(window, (x0 + signs).clamp(0.0, 1.0), xk)
             same = (x_new == xk).flatten(1).all(dim=1)
             if not same.any():
                 break
-            signs = torch.where(same.view(-1, 1, 1, 1), eps * rademacher((m, c, 1, 1), gen, xk), signs)
+            redrawn = eps * rng.rademacher((c, 1, 1), 3, it, attempt, like=xk)
+            signs = torch.where(same.view(-1, 1, 1, 1), redrawn, signs)
         return x_new

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from ..attacks.ball import lp_norm
 from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
+from ..evaluation.verdict import VERIFY_ROUNDS, predict, robust_mask
+from ..models.base import batch_dependent
 from ..registry import ATTACKS
 from .gradients import gradient_stats
 from .masking import LINF_ALL_GREY, noise_tolerance
@@ -58,33 +60,19 @@ class CheckResult:
     seconds: float = 0.0
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    """Predicted labels (on CPU), in eval mode and batches."""
-    with eval_mode(model):
-        return torch.cat([model(x[i : i + batch_size].to(device)).argmax(1).cpu()
-                          for i in range(0, len(x), batch_size)])
-
-
-def craft(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, eps: float, batch_size: int,
-          device: torch.device) -> Tensor:
-    """Adversarial examples for all of x, in batches, on CPU."""
-    return torch.cat([attack(model, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), eps).cpu()
-                      for i in range(0, len(x), batch_size)])
-
-
 class Bench:
     """A model, the audited samples and a cache of per-attack robustness, so checks share runs.
 
-    Robustness of a sample means: classified correctly on the clean input and on the adversarial
-    one (misclassified samples are not attacked, as in the attack runner).
+    Robustness of a sample is the attack runner's verdict (`evaluation.verdict.robust_mask`):
+    classified correctly by the model's decision on the clean input and on the adversarial one,
+    claimed points re-checked and attacked further.
     """
 
     def __init__(self, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 250,
                  device: torch.device | str = "cpu") -> None:
         self.model, self.x, self.y = model, x, y
         self.batch_size, self.device = batch_size, torch.device(device)
-        self.correct = predict(model, x, batch_size, self.device) == y
+        self.correct = self.decide(x) == y
         self._robust: dict[str, Tensor] = {}
 
     @property
@@ -99,15 +87,16 @@ class Bench:
     def accuracy(self, mask: Tensor) -> float:
         return float(mask.float().mean())
 
+    def decide(self, x: Tensor) -> Tensor:
+        """The model's predicted labels (on CPU): one image at a time where batches could change them."""
+        return predict(self.model, x, self.batch_size, self.device, batch_dependent(self.model))[0]
+
     def robust(self, label: str, attack: Attack, eps: float, source: nn.Module | None = None) -> Tensor:
-        """Per-sample robustness to `attack` crafted on `source` (default: the model), cached by label."""
+        """Per-sample robustness to `attack` whose gradients come from `source` (default: the model;
+        its decisions must be the model's, e.g. `GradientFrom`), cached by label."""
         if label not in self._robust:
-            robust = self.correct.clone()
-            idx = torch.nonzero(self.correct).flatten()
-            if len(idx):
-                x_adv = craft(attack, source or self.model, self.x[idx], self.y[idx], eps, self.batch_size, self.device)
-                robust[idx] = predict(self.model, x_adv, self.batch_size, self.device) == self.y[idx]
-            self._robust[label] = robust
+            self._robust[label] = robust_mask(attack, source or self.model, self.decide, self.x, self.y, self.correct,
+                                              eps, self.batch_size, self.device, rounds=VERIFY_ROUNDS)[0]
         return self._robust[label]
 
     def robust_minimal(self, label: str, attack: Attack, eps: float) -> Tensor:

@@ -1,13 +1,14 @@
-"""Bodies of `odebench audit` and `odebench stability`: load checkpoints and test data, run,
-print, write files. The CLI only parses."""
+"""Bodies of `odebench audit` and `odebench stability`: load checkpoints (or a model given as
+code, `user_model`) and test data, run, print, write files. The CLI only parses."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint
 from ..data import balanced_subset, load_dataset
@@ -15,9 +16,10 @@ from ..data.base import DatasetInfo
 from ..errors import UserError
 from ..registry import parse_number
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
-from .checks import AuditConfig, AuditResult, run_checks
+from ..user_model import ModelSource
+from .checks import NA, AuditConfig, AuditResult, run_checks
 from .report import verdict_line, verdict_table, write_audit
-from .stability import KINDS, stability_rows
+from .stability import KINDS, depth_of, stability_rows
 from .stability_report import plot_amplification, summary, summary_table, write_csv
 
 
@@ -26,33 +28,35 @@ def default_eps(info: DatasetInfo) -> float:
     return 0.1 if info.in_channels == 1 else 8 / 255
 
 
-def _test_samples(meta: dict[str, Any], data_dir: str | None, n_samples: int) -> tuple[Tensor, Tensor, DatasetInfo]:
-    """A class-balanced, deterministic subset of the checkpoint's test split."""
+def _test_samples(dataset: str, data_dir: str | None, n_samples: int) -> tuple[Tensor, Tensor, DatasetInfo]:
+    """A class-balanced, deterministic subset of the dataset's test split."""
     if n_samples < 1:
         raise UserError(f"--n-samples must be >= 1, got {n_samples}")
-    splits = load_dataset(meta["dataset"], data_dir)
+    splits = load_dataset(dataset, data_dir)
     idx = balanced_subset(splits.test_y, n_samples)
     return splits.test_x[idx], splits.test_y[idx], splits.info
 
 
-def run_audit(
-    checkpoint: Path, console: Console, *, data_dir: str | None = None, n_samples: int = 200,
-    eps: float | None = None, large_eps: float = 0.5, device: str = "auto", out: Path | None = None, seed: int = 0,
-    ode_backend: str = "torchode", **budgets: int | None,
-) -> AuditResult:
-    """Audit one checkpoint for gradient masking; write audit.md / audit.json (default
-    `<checkpoint>/audit`) and print the verdict table and line. Fails are reported, not raised.
+def load_audited(checkpoint: Path | None, model: ModelSource | None, dataset: str | None, data_dir: str | None,
+                 n_samples: int, dev: torch.device) -> tuple[nn.Module, dict[str, Any], Path, Tensor, Tensor, DatasetInfo]:
+    """Exactly one of a checkpoint and a model given as code, with test samples of its dataset
+    (`dataset` must match a checkpoint's; a model given as code defaults to digits): returns
+    (model, meta, path naming it, x, y, dataset info)."""
+    if (checkpoint is None) == (model is None):
+        raise UserError("give a checkpoint dir, or a model with --model-file, --torchscript or --model (not both)")
+    if checkpoint is not None:
+        net, meta = load_checkpoint(checkpoint, dev)
+        if dataset is not None and dataset != meta["dataset"]:
+            raise UserError(f"--dataset {dataset} differs from the checkpoint's dataset ({meta['dataset']})")
+        return (net, meta, Path(checkpoint), *_test_samples(meta["dataset"], data_dir, n_samples))
+    x, y, info = _test_samples(dataset or "digits", data_dir, n_samples)
+    net, meta, path = model.load(info, x[:2], dev)
+    return net, meta, path, x, y, info
 
-    `budgets` are `AuditConfig` fields (square_queries, spsa_steps, ...); None keeps the default.
-    Adaptive ODE blocks integrate with `ode_backend` (as `odebench attack` does).
-    """
-    from ..evaluation.runner import ode_backend_of
 
+def audit_config(info: DatasetInfo, eps: float | None, large_eps: float, seed: int, budgets: dict[str, int | None]) -> AuditConfig:
+    """Validated radii (`eps` None: `default_eps`) and budgets (None keeps the default) of an audit."""
     budgets = {k: v for k, v in budgets.items() if v is not None}
-    dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
-    backend = ode_backend_of(model, ode_backend)
-    x, y, info = _test_samples(meta, data_dir, n_samples)
     eps = default_eps(info) if eps is None else eps
     for name, value in (("--eps", eps), ("--large-eps", large_eps)):
         if not 0 < value <= 1:
@@ -60,20 +64,55 @@ def run_audit(
     for name, value in budgets.items():
         if value < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    cfg = AuditConfig(eps=eps, large_eps=large_eps, seed=seed, **budgets)
+    return AuditConfig(eps=eps, large_eps=large_eps, seed=seed, **budgets)
+
+
+def not_applicable(result: AuditResult) -> str:
+    """One line naming the checks that do not apply to this model, and why ('' when all apply)."""
+    skipped = [f"{c.name} ({c.explanation})" for c in result.checks if c.status == NA]
+    return "not applicable: " + "; ".join(skipped) if skipped else ""
+
+
+def run_audit(
+    checkpoint: Path | None, console: Console, *, model: ModelSource | None = None, dataset: str | None = None,
+    data_dir: str | None = None, n_samples: int = 200, eps: float | None = None, large_eps: float = 0.5,
+    device: str = "auto", out: Path | None = None, seed: int = 0, ode_backend: str = "torchode",
+    **budgets: int | None,
+) -> AuditResult:
+    """Audit one checkpoint, or a model given as code (`model`), for gradient masking; write
+    audit.md / audit.json (default `<checkpoint>/audit`, `runs/audit/<model>` for a model given as
+    code) and print the verdict table and line. Fails are reported, not raised.
+
+    `budgets` are `AuditConfig` fields (square_queries, spsa_steps, ...); None keeps the default.
+    Adaptive ODE blocks integrate with `ode_backend` (as `odebench attack` does).
+    """
+    from ..evaluation.runner import ode_backend_of
+
+    dev = resolve_device(device)
+    net, meta, path, x, y, info = load_audited(checkpoint, model, dataset, data_dir, n_samples, dev)
+    backend = ode_backend_of(net, ode_backend)
+    cfg = audit_config(info, eps, large_eps, seed, budgets)
     seed_everything(seed)
     t0 = time.perf_counter()
     with console.status("auditing") as status:
-        result = run_checks(model, x, y, cfg, dev, on_check=lambda name: status.update(f"audit: {name}"))
+        result = run_checks(net, x, y, cfg, dev, on_check=lambda name: status.update(f"audit: {name}"))
     wall = round(time.perf_counter() - t0, 1)
-    header = {"checkpoint": str(checkpoint), "model": meta["model"], "dataset": info.label,
-              "eps (L∞)": round(eps, 6), "ode_backend": backend or "n/a", "wall_s": wall}
-    out = Path(out) if out is not None else Path(checkpoint) / "audit"
+    name = model.label if model else path.name
+    header = {"checkpoint": str(path), "model": meta["model"], "dataset": info.label,
+              "eps (L∞)": round(cfg.eps, 6), "ode_backend": backend or "n/a", "wall_s": wall}
+    if model:
+        header |= {k: meta[k] for k in ("weights_sha256", "source_sha256") if meta.get(k)}
+    skipped = not_applicable(result)
+    if skipped:
+        header["not applicable"] = skipped.removeprefix("not applicable: ")
+    out = Path(out) if out is not None else (path / "audit" if checkpoint else Path("runs") / "audit" / name.replace(":", "-"))
     write_audit(out, result, header, provenance(seed, dev))
-    console.print(verdict_table(result, f"gradient-masking audit of {Path(checkpoint).name} ({info.label}, "
+    console.print(verdict_table(result, f"gradient-masking audit of {name} ({info.label}, "
                                         f"{result.n} test images, {wall:g} s)"))
     style = {"pass": "green", "warn": "yellow", "fail": "bold red"}[result.verdict]
     console.print(f"[{style}]{verdict_line(result)}[/]")
+    if skipped:
+        console.print(skipped, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {out / 'audit.md'} and audit.json")
     return result
 
@@ -113,32 +152,46 @@ def _names(paths: list[Path]) -> list[str]:
 
 
 def run_stability(
-    checkpoints: list[Path], console: Console, *, n_samples: int = 64, sizes: list[float] | None = None,
-    kinds: tuple[str, ...] = KINDS, points: int = 11, data_dir: str | None = None, device: str = "auto",
-    out: Path | None = None, seed: int = 0,
+    checkpoints: list[Path], console: Console, *, model: ModelSource | None = None, dataset: str | None = None,
+    n_samples: int = 64, sizes: list[float] | None = None, kinds: tuple[str, ...] = KINDS, points: int = 11,
+    data_dir: str | None = None, device: str = "auto", out: Path | None = None, seed: int = 0,
 ) -> list[dict]:
-    """Measure perturbation growth along depth for each checkpoint; write stability.csv,
-    stability.png and stability.json (summary + provenance) into `out` (default
-    `<checkpoint>/stability` for one checkpoint, `runs/stability` for several)."""
-    if not checkpoints:
-        raise UserError("give at least one checkpoint (as arguments or with --checkpoint)")
+    """Measure perturbation growth along depth for each checkpoint and a model given as code
+    (`model`, on `dataset`, default digits); write stability.csv, stability.png and stability.json
+    (summary + provenance) into `out` (default `<checkpoint>/stability` for one checkpoint,
+    `runs/stability` otherwise)."""
+    if not checkpoints and model is None:
+        raise UserError("give at least one checkpoint (as arguments or with --checkpoint), or a model with "
+                        "--model-file, --torchscript or --model")
     sizes = sizes or [1e-3, 1e-2, 1e-1]
     dev = resolve_device(device)
-    loaded = [load_checkpoint(p, dev) for p in checkpoints]
+    loaded = [(name, *load_checkpoint(p, dev)) for name, p in zip(_names(checkpoints), checkpoints)]
+    if model is not None:
+        x, _, info = _test_samples(dataset or "digits", data_dir, 2)
+        net, meta, _ = model.load(info, x, dev)
+        try:
+            depth_of(net)
+        except UserError:
+            raise UserError(f"model '{model.label}' has neither odebench's residual blocks (SchemeNet) nor an ODEBlock: "
+                            "stability follows the hidden state through those") from None
+        loaded.append((model.label, net, meta))
     rows: list[dict] = []
     with console.status("measuring") as status:
-        for name, (model, meta) in zip(_names(checkpoints), loaded):
+        for name, net, meta in loaded:
             status.update(f"stability: {name}")
-            x, y, _ = _test_samples(meta, data_dir, n_samples)
+            x, y, _ = _test_samples(meta["dataset"], data_dir, n_samples)
             seed_everything(seed)
-            rows += stability_rows(model, name, x.to(dev), y.to(dev), sizes, kinds, points, seed)
-    out = Path(out) if out is not None else (Path(checkpoints[0]) / "stability" if len(checkpoints) == 1
+            rows += stability_rows(net, name, x.to(dev), y.to(dev), sizes, kinds, points, seed)
+    out = Path(out) if out is not None else (Path(checkpoints[0]) / "stability" if len(loaded) == 1 and checkpoints
                                              else Path("runs") / "stability")
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "stability.csv")
     plot_amplification(rows, out / "stability.png")
+    models = [{k: meta.get(k) for k in ("model", "weights_sha256", "source_sha256")} | {"name": name}
+              for name, _, meta in loaded if model is not None and name == model.label]
     atomic_write_json(out / "stability.json", {
-        "checkpoints": [str(p) for p in checkpoints], "n_samples": n_samples, "sizes": sizes, "kinds": list(kinds),
+        "checkpoints": [str(p) for p in checkpoints], **({"models": models} if models else {}),
+        "n_samples": n_samples, "sizes": sizes, "kinds": list(kinds),
         "time_points": points, "summary": summary(rows), "provenance": provenance(seed, dev),
     })
     console.print(summary_table(rows))

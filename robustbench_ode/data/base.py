@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, option
 from ..registry import DATASETS
 
 
@@ -62,7 +62,7 @@ def balanced_subset(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     gives all it has.
     """
     if n <= 0:
-        raise UserError(f"--subset must be positive, got {n}")
+        raise UserError(f"{option('subset')} must be positive, got {n}")
     if n >= len(y):
         return torch.arange(len(y))
     g = torch.Generator().manual_seed(seed)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, option
 from ..registry import DATASETS
 from .base import DatasetInfo, Splits, default_data_dir
 from .downloads import fetch_quietly, one_line, require_files
@@ -51,7 +51,7 @@ def cifar10(root: Path | None = None, download: bool = False) -> Splits:
     folder = root / CIFAR10.base_folder
     train_files = [name for name, _ in CIFAR10.train_list]
     test_files = [name for name, _ in CIFAR10.test_list]
-    hint = "pass --download to fetch them"
+    hint = f"pass {option('download')} to fetch them"
     if (root / JPEG_FOLDER).is_dir():
         hint += f"; {root / JPEG_FOLDER} exists: use the dataset 'cifar10-jpeg' for that JPEG copy"
     require_files("CIFAR-10", folder, train_files + test_files, hint)
@@ -68,7 +68,7 @@ def cifar10_jpeg(root: Path | None = None, download: bool = False) -> Splits:
     if not tree_root.is_dir():
         raise UserError(
             f"CIFAR-10 JPEG copy not found: expected the image folder {tree_root}/{{train,test}}/<class>/*.jpg "
-            "(it cannot be downloaded; the dataset 'cifar10' with --download fetches the official files)"
+            f"(it cannot be downloaded; the dataset 'cifar10' with {option('download')} fetches the official files)"
         )
     tree = load_tree(tree_root)
     if tuple(tree["classes"]) != CLASSES:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, option
 from ..registry import DATASETS
 from .base import DatasetInfo, Splits, default_data_dir
 from .downloads import fetch_quietly, one_line, require_files
@@ -39,7 +39,7 @@ def mnist(root: Path | None = None, download: bool = False) -> Splits:
     if download:
         fetch_quietly(lambda: MNIST(str(root), train=True, download=True), "MNIST", root)
     raw = root / "MNIST" / "raw"
-    hint = "pass --download to fetch it, or --data-dir to point at the folder holding MNIST/"
+    hint = f"pass {option('download')} to fetch it, or {option('data_dir')} to point at the folder holding MNIST/"
     require_files("MNIST", raw, FILES, hint)
     try:
         train, test = MNIST(str(root), train=True), MNIST(str(root), train=False)

@@ -28,7 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..errors import UserError
+from ..errors import UserError, option
+from ..precision import FP32, Precision, resolve_precision
 from ..report.budget import budget_markdown, budget_plot
 from ..runinfo import atomic_write_text, provenance
 from .runner import AttackSpec, Runner, Target
@@ -76,9 +77,9 @@ def parse_budgets(text: str | None) -> list[Budget]:
     known = {b.label for b in LADDER}
     unknown = sorted(names - known)
     if unknown:
-        raise UserError(f"--budgets: unknown budget '{unknown[0]}' (choose from {', '.join(b.label for b in LADDER)})")
+        raise UserError(f"{option('budgets')}: unknown budget '{unknown[0]}' (choose from {', '.join(b.label for b in LADDER)})")
     if not names:
-        raise UserError("--budgets needs at least one budget")
+        raise UserError(f"{option('budgets')} needs at least one budget")
     return [b for b in LADDER if b.label in names]
 
 
@@ -89,9 +90,9 @@ def parse_step_size(text: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise UserError(f"--step-size must be a number or 'scaled', got '{text}'") from None
+        raise UserError(f"{option('step_size')} must be a number or 'scaled', got '{text}'") from None
     if not value > 0 or value == float("inf"):
-        raise UserError(f"--step-size must be > 0, got {text}")
+        raise UserError(f"{option('step_size')} must be > 0, got {text}")
     return value
 
 
@@ -111,6 +112,7 @@ class BudgetJob:
     device: str = "auto"
     data_dir: str | None = None
     ode_backend: str = "torchode"
+    precision: str = "auto"  # of the attacks' gradients: auto, fp32 or bf16 (decisions stay fp32)
 
 
 @dataclass
@@ -130,8 +132,9 @@ class _Step:
         return (self.label, self.attack, self.attack_args) == (budget.label, spec.name, spec.args_text)
 
 
-def _state_path(out: Path, target: Target, eps: float, n: int, seed: int) -> Path:
-    return out / "state" / f"{target.sha}-{target.ode_backend or 'none'}-eps{eps:.10g}-n{n}-s{seed}.safetensors"
+def _state_path(out: Path, target: Target, eps: float, n: int, seed: int, precision: str) -> Path:
+    suffix = "" if precision == "fp32" else f"-{precision}"  # fp32 states keep their pre-precision names
+    return out / "state" / f"{target.sha}-{target.ode_backend or 'none'}-eps{eps:.10g}-n{n}-s{seed}{suffix}.safetensors"
 
 
 def _load_steps(path: Path, data_sha: str) -> list[_Step]:
@@ -168,22 +171,22 @@ class BudgetCurves:
 
     def __init__(self, job: BudgetJob, x: torch.Tensor, y: torch.Tensor, device: torch.device, dataset_label: str,
                  on_cell: Callable[[str], None] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None, precision: Precision = FP32) -> None:
         self.job, self.x, self.y, self.device, self.dataset_label = job, x, y, device, dataset_label
+        self.precision = precision
         self.on_cell, self.progress = on_cell, progress
         self.steps_log = ResultStore(job.out / "steps.csv")
         self.data_sha = _data_sha(x, y)
-        self.full = self._runner(torch.arange(len(y)))  # clean decisions, cached per checkpoint
-
-    def _runner(self, idx: torch.Tensor) -> Runner:
-        return Runner(self.steps_log, self.x[idx], self.y[idx], self.job.batch_size, self.job.seed, self.device,
-                           self.dataset_label, self.job.eps_scale, progress=self.progress)
+        # every rung runs on all samples (clean decisions cached per checkpoint), attacking the survivors
+        self.runner = Runner(self.steps_log, x, y, job.batch_size, job.seed, device, dataset_label, job.eps_scale,
+                           progress=progress, precision=precision)
 
     def curve(self, target: Target, eps: float) -> list[dict[str, Any]]:
         """The rows of one (checkpoint, ε) curve, running only the rungs not stored yet."""
         n = len(self.y)
-        correct = self.full.clean(target)[0]
-        path = _state_path(self.job.out, target, eps, n, self.job.seed)
+        correct = self.runner.clean(target)[0]
+        precision = self.precision.for_model(target.model).name
+        path = _state_path(self.job.out, target, eps, n, self.job.seed, precision)
         stored = _load_steps(path, self.data_sha)
         steps: list[_Step] = []
         for i, budget in enumerate(self.job.budgets):
@@ -205,7 +208,8 @@ class BudgetCurves:
                 "clean_acc": round(correct.float().mean().item(), 6),
                 "robust_acc": round(step.robust.float().mean().item(), 6),
                 "newly_broken": int((previous & ~step.robust).sum()), "unverified": step.unverified,
-                "n": n, "seed": self.job.seed, "ode_backend": target.ode_backend, "wall_s": step.wall_s,
+                "n": n, "seed": self.job.seed, "ode_backend": target.ode_backend, "precision": precision,
+                "wall_s": step.wall_s,
             })
             previous = step.robust
         return rows
@@ -219,10 +223,11 @@ class BudgetCurves:
             if self.on_cell:
                 self.on_cell(f"{target.name} · ε={eps * self.job.eps_scale:g} · {budget.label} "
                              f"on {len(alive)} samples")
-            row, mask = self._runner(alive).bounded_cell(target, spec, eps)
-            after[alive] = mask
+            # on the full sample set with only the survivors attacked, so each sample's random start
+            # (seeded by its index in the evaluated set) is the one `odebench attack` gives it
+            row, after = self.runner.bounded_cell(target, spec, eps, alive=robust)
             grad_calls, queries, unverified = row["grad_calls"], row["queries"], int(row["unverified"])
-            self.steps_log.add([row | {"budget": budget.label}])
+            self.steps_log.add([row | {"budget": budget.label, "attacked": len(alive)}])
         return _Step(budget.label, spec.name, spec.args_text, after, grad_calls, queries, unverified,
                      round(time.perf_counter() - t0, 3))
 
@@ -235,14 +240,15 @@ def run_budget_job(job: BudgetJob, on_cell: Callable[[str], None] | None = None,
     ev = load_evaluation(job.checkpoints, job.out, "budget.csv, budget.md and the plot", n_samples=job.n_samples,
                          batch_size=job.batch_size, device=job.device, data_dir=job.data_dir,
                          ode_backend=job.ode_backend)
+    precision = resolve_precision(job.precision, ev.device)
     append_provenance(job.out, provenance(job.seed, ev.device) | {
         "checkpoints": [str(p) for p in job.checkpoints], "eps": job.eps, "eps_scale": job.eps_scale,
         "budgets": [{"label": b.label, "attack": b.attack, "options": b.options} for b in job.budgets],
         "step_size": job.step_size if job.step_size is not None else "2.5*eps/steps",
         "n_samples": len(ev.y), "batch_size": job.batch_size, "dataset": ev.info.to_dict(),
-        "ode_backend": job.ode_backend,
+        "ode_backend": job.ode_backend, **precision.to_dict(),
     })
-    curves = BudgetCurves(job, ev.x, ev.y, ev.device, ev.info.label, on_cell, progress)
+    curves = BudgetCurves(job, ev.x, ev.y, ev.device, ev.info.label, on_cell, progress, precision)
     rows: list[dict[str, Any]] = []
     with torch.inference_mode(False):
         for target in ev.targets:

@@ -16,7 +16,16 @@ Verdicts that cannot be inflated:
 - Minimisation attacks (Boundary): a sample for which no adversarial start was found
   (`failed_starts`) is not robust at any radius; it is reported in its own column.
 - Transfer: the source attack runs its whole budget (no early stop) on every sample the target
-  classifies correctly, whether or not the source does.
+  classifies correctly (in a nested grid: that no smaller radius broke), whether or not the source
+  does.
+
+Nested ε grids (the default for bounded attacks): a sample broken at ε1 is broken at every larger
+radius, so each radius attacks only the samples the smaller radii of the grid left robust, and
+"robust at ε" is "survived this attack at every radius <= ε of the grid"; each cell keeps its own
+seed, so the smallest radius gives the number an independent cell gives. The per-sample verdicts a
+chain depends on are kept for an exact resume (`evaluation.nested`). Minimisation attacks are
+nested by construction (one search per grid). `Runner.run(..., nested=False)` attacks every radius
+independently; the CSV's `eps_mode` says which, and is part of a cell's key.
 """
 from __future__ import annotations
 
@@ -34,30 +43,41 @@ from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
 from ..audit.masking import looks_masked
 from ..checkpoint import load_checkpoint
-from ..errors import UserError
+from ..errors import UserError, option
 from ..models.ode_block import ODEBlock, is_fixed_step
-from ..models.base import batch_dependent, nfe_of, parse_solver_spec, solver_surrogate, use_ode_backend
+from ..models.base import batch_dependent, solver_surrogate, use_ode_backend
+from ..models.odenet import parse_solver_spec
+from ..precision import FP32, GradientsIn, Precision
 from ..registry import ATTACKS
 from ..runinfo import seed_everything
+from .nested import INDEPENDENT, NESTED, chain_path, data_sha, load_chain, same_radius, save_chain
 from .store import ResultStore
+from .verdict import VERIFY_ROUNDS, Progress, batched, on_shards, predict, robust_mask
 
 
 @dataclass
 class Target:
-    """A loaded checkpoint to attack (or to craft transfer examples on)."""
+    """A loaded model to attack (or to craft transfer examples on): a checkpoint, or a model
+    given as code (`from_module`) with the same kind of `meta`."""
 
     path: Path
     model: nn.Module
     meta: dict[str, Any]
     ode_backend: str = ""  # the backend of its adaptive ODE blocks ('' without any)
+    label: str = ""  # how tables name it ('': the checkpoint directory's name)
 
     @property
     def sha(self) -> str:
         return self.meta["weights_sha256"][:16]
 
     @property
+    def code_sha(self) -> str:
+        """The model's source file hash ('' for a checkpoint, whose code is odebench's registry)."""
+        return self.meta.get("source_sha256", "")[:16]
+
+    @property
     def name(self) -> str:
-        return self.path.name
+        return self.label or self.path.name
 
     @classmethod
     def load(cls, path: Path, device: torch.device, ode_backend: str = "torchode") -> "Target":
@@ -65,12 +85,26 @@ class Target:
         model, meta = load_checkpoint(path, device)
         return cls(Path(path), model, meta, ode_backend_of(model, ode_backend))
 
+    @classmethod
+    def from_module(cls, model: nn.Module, meta: dict[str, Any], device: torch.device, ode_backend: str = "torchode",
+                    path: Path | None = None, label: str = "") -> "Target":
+        """An in-memory model ([0, 1] pixels -> logits) described by `meta`: `model`, `dataset`,
+        `dataset_info` and `weights_sha256` as in a checkpoint's meta.json, optionally
+        `source_sha256` and `method` (see `user_model.module_meta`). Its adaptive ODE blocks are
+        switched to `ode_backend` in place."""
+        missing = [k for k in ("model", "dataset", "dataset_info", "weights_sha256") if k not in meta]
+        if missing:
+            raise UserError(f"model metadata lacks {', '.join(missing)}")
+        model = model.to(device).eval()
+        return cls(Path(path) if path is not None else Path(meta["model"]), model, meta,
+                   ode_backend_of(model, ode_backend), label)
+
 
 @dataclass
 class AttackSpec:
     """A registered attack name with parsed options, and how a gradient attack takes gradients.
 
-    `grad_solver` ('rk4:step_size=0.05', see `models.base.parse_solver_spec`) makes the attack
+    `grad_solver` ('rk4:step_size=0.05', see `models.odenet.parse_solver_spec`) makes the attack
     differentiate an ODE model through that solver while the model's own solver decides
     (`GradientFrom`); `eot` averages each gradient over that many passes (randomised models).
     """
@@ -82,9 +116,10 @@ class AttackSpec:
 
     def __post_init__(self) -> None:
         if self.eot < 1:
-            raise UserError(f"--eot must be >= 1, got {self.eot}")
+            raise UserError(f"{option('eot')} must be >= 1, got {self.eot}")
         if (self.grad_solver or self.eot > 1) and not ATTACKS.get(self.name).builder.uses_gradients:
-            raise UserError(f"attack '{self.name}' uses no gradients: --grad-solver and --eot apply to gradient attacks")
+            raise UserError(f"attack '{self.name}' uses no gradients: {option('grad_solver')} and {option('eot')} "
+                            "apply to gradient attacks")
         if self.grad_solver:
             parse_solver_spec(self.grad_solver)  # fail before any work
 
@@ -111,7 +146,6 @@ class AttackSpec:
 
 
 ODE_BACKENDS = ("torchode", "torchdiffeq", "model")
-VERIFY_ROUNDS = 3  # further attacks on a point that failed re-checking, each alone with a new seed
 
 
 def ode_backend_of(model: nn.Module, backend: str) -> str:
@@ -120,7 +154,7 @@ def ode_backend_of(model: nn.Module, backend: str) -> str:
     '' for a model without adaptive ODE blocks (nothing to choose).
     """
     if backend not in ODE_BACKENDS:
-        raise UserError(f"--ode-backend must be one of {', '.join(ODE_BACKENDS)}, got '{backend}'")
+        raise UserError(f"{option('ode_backend')} must be one of {', '.join(ODE_BACKENDS)}, got '{backend}'")
     if backend != "model":
         use_ode_backend(model, backend)
     blocks = [m.config for m in model.modules() if isinstance(m, ODEBlock)]
@@ -134,66 +168,38 @@ def cell_seed(seed: int, *parts: Any) -> int:
     return int(digest[:8], 16)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
-            per_sample: bool = False) -> tuple[torch.Tensor, list[int]]:
-    """Predicted labels (on CPU) and the forward NFE of each batch (empty for non-ODE models).
-
-    `per_sample` decides one image at a time (for models whose output depends on the batch).
-    """
-    model.eval()
-    preds, nfes = [], []
-    batch_size = 1 if per_sample else batch_size
-    for i in range(0, len(x), batch_size):
-        preds.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
-        nfe = nfe_of(model)
-        if nfe is not None:
-            nfes.append(nfe["nfe_forward"])
-    return torch.cat(preds), nfes
-
-
-Progress = Callable[[int, int], None]
-
-
-def batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-            batch_size: int, device: torch.device, progress: Progress | None = None) -> torch.Tensor:
-    """Apply `fn(x_batch, y_batch)` on the device batch by batch; concatenate results on the CPU."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        out.append(fn(x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).cpu())
-        if progress:
-            progress(min(i + batch_size, len(x)), len(x))
-    return torch.cat(out) if out else torch.zeros(0)
-
-
 class Runner:
     """Evaluates every (target, attack, ε) cell not yet in the store."""
 
     def __init__(self, store: ResultStore, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
                  device: torch.device, dataset_label: str, eps_scale: float = 1.0,
                  on_cell: Callable[[str], None] | None = None, progress: Progress | None = None,
-                 on_warning: Callable[[str], None] | None = None) -> None:
+                 on_warning: Callable[[str], None] | None = None, precision: Precision = FP32) -> None:
         self.store, self.x, self.y = store, x, y
+        self.precision = precision  # of gradients only; every decision is the fp32 model's
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.dataset_label, self.eps_scale = dataset_label, eps_scale
         self.on_cell = on_cell or (lambda _msg: None)
         self.progress = progress
         self.on_warning = on_warning or (lambda _msg: None)
         self._clean: dict[str, tuple[torch.Tensor, list[int]]] = {}
+        self._data_sha = ""
 
     def clean(self, target: Target) -> tuple[torch.Tensor, list[int]]:
-        """Per-sample clean correctness (the model's decision) and forward NFEs, cached per checkpoint."""
-        if target.sha not in self._clean:
+        """Per-sample clean correctness (the model's decision) and forward NFEs, cached per model."""
+        key = f"{target.sha}:{target.code_sha}"
+        if key not in self._clean:
             pred, nfes = predict(target.model, self.x, self.batch_size, self.device, batch_dependent(target.model))
-            self._clean[target.sha] = (pred == self.y, nfes)
-        return self._clean[target.sha]
+            self._clean[key] = (pred == self.y, nfes)
+        return self._clean[key]
 
     def decide(self, target: Target, spec: AttackSpec, x: torch.Tensor) -> torch.Tensor:
         """The model's reported decision on `x`: one image at a time where batches could change it."""
         per_sample = batch_dependent(target.model) or spec.eot > 1
         return predict(target.model, x, self.batch_size, self.device, per_sample)[0]
 
-    def _row(self, target: Target, spec: AttackSpec, attack: Attack, eps: float, source: Target | None) -> dict[str, Any]:
+    def _row(self, target: Target, spec: AttackSpec, attack: Attack, eps: float, source: Target | None,
+             eps_mode: str) -> dict[str, Any]:
         return {
             "dataset": self.dataset_label,
             "model": target.name,
@@ -201,33 +207,51 @@ class Runner:
             "training": target.meta.get("method", "standard"),
             "checkpoint": str(target.path),
             "checkpoint_sha": target.sha,
+            "code_sha": target.code_sha,
             "source": source.name if source else "",
             "source_sha": source.sha if source else "",
             "attack": spec.name,
             "attack_args": spec.args_text,
             "norm": attack.norm,
             "ode_backend": target.ode_backend,
+            "precision": self.gradient_precision(spec, source or target).name,
             "eps": float(eps),
+            "eps_mode": eps_mode,
             "eps_scale": self.eps_scale,
             "n": len(self.y),
             "seed": self.seed,
         }
 
+    def gradient_precision(self, spec: AttackSpec, crafter: Target) -> Precision:
+        """What the attack's gradients run in: the runner's precision where the attack uses
+        gradients and the crafting model allows it (adaptive ODEs stay fp32), else fp32."""
+        if not ATTACKS.get(spec.name).builder.uses_gradients:
+            return FP32
+        return self.precision.for_model(crafter.model)
+
     def run(self, targets: list[Target], specs: list[AttackSpec], eps_list: list[float],
-            source: Target | None = None) -> list[dict[str, Any]]:
-        """Run all cells (skipping finished ones); return the rows of this grid."""
+            source: Target | None = None, nested: bool = True) -> list[dict[str, Any]]:
+        """Run all cells (skipping finished ones); return the rows of this grid.
+
+        `nested`: a bounded attack's larger radii attack only the samples its smaller radii left
+        robust (see the module docstring); False attacks every radius independently.
+        """
         rows = []
         for target in targets:
             for spec in specs:
                 attack = spec.build()
-                todo = [e for e in eps_list if not self.store.has(self._row(target, spec, attack, e, source))]
-                if todo:
-                    if attack.kind == "minimal":
+                mode = NESTED if nested or attack.kind == "minimal" else INDEPENDENT
+                keys = [self._row(target, spec, attack, e, source, mode) for e in eps_list]
+                todo = [e for e, key in zip(eps_list, keys) if not self.store.has(key)]
+                if attack.kind == "minimal":
+                    if todo:
                         self.store.add(self._minimal_cells(target, spec, todo, source))
-                    else:
-                        for eps in todo:
-                            self.store.add([self.bounded_cell(target, spec, eps, source)[0]])
-                series = [self.store.get(self._row(target, spec, attack, e, source)) for e in eps_list]
+                elif nested:
+                    self._nested_cells(target, spec, keys, source)
+                else:
+                    for eps in todo:
+                        self.store.add([self.bounded_cell(target, spec, eps, source)[0]])
+                series = [self.store.get(key) for key in keys]
                 warning = looks_masked(series, num_classes=target.meta["dataset_info"]["num_classes"])
                 if warning:
                     self.on_warning(f"{target.name} · {spec.name}: {warning}")
@@ -251,66 +275,60 @@ class Runner:
         )
         return row
 
-    def _craft(self, attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adversarial points batch by batch, and the mask of those the attack claimed adversarial."""
-        claims: list[torch.Tensor] = []
+    def bounded_cell(self, target: Target, spec: AttackSpec, eps: float, source: Target | None = None,
+                     alive: torch.Tensor | None = None,
+                     eps_mode: str = INDEPENDENT) -> tuple[dict[str, Any], torch.Tensor]:
+        """One bounded cell: its result row and the per-sample verdict it counts (correct and robust).
 
-        def one_batch(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            x_adv = attack(model, xb, yb, eps)
-            claimed = attack.claimed if attack.claimed is not None else torch.zeros(len(xb), dtype=torch.bool)
-            claims.append(claimed.cpu())
-            return x_adv
-
-        x_adv = batched(one_batch, x, y, self.batch_size, self.device, self.progress)
-        return x_adv, (torch.cat(claims) if claims else torch.zeros(0, dtype=torch.bool))
-
-    def bounded_cell(self, target: Target, spec: AttackSpec, eps: float,
-                     source: Target | None = None) -> tuple[dict[str, Any], torch.Tensor]:
-        """One bounded cell: its result row and the per-sample verdict it counts (correct and robust)."""
+        `alive`: the samples to attack, a nested grid's survivors of its smaller radii; None: every
+        correctly classified sample. `eps_mode` is what the row records.
+        """
         t0 = time.perf_counter()
         seed_everything(cell_seed(self.seed, target.sha, source.sha if source else "", spec.name, spec.args_text, eps))
         attack = spec.build()
-        row = self._row(target, spec, attack, eps, source)
+        row = self._row(target, spec, attack, eps, source, eps_mode)
         self.on_cell(f"{target.name} · {spec.name} · ε={eps * self.eps_scale:g}" + (f" (from {source.name})" if source else ""))
         correct, nfes = self.clean(target)
-        robust = correct.clone()
-        unverified: int | str = 0 if source is None else ""
-        if eps > 0:
-            idx = torch.nonzero(correct).flatten()  # misclassified samples need no attack
-            x, y = self.x[idx], self.y[idx]
-            if source is None:
-                x_adv, claimed = self._craft(attack, spec.crafting_model(target.model), x, y, eps)
-                fooled = self.decide(target, spec, x_adv) != y
-                failed = torch.nonzero(claimed & ~fooled).flatten()
-                unverified = len(failed)
-                if unverified:
-                    self._attack_further(attack, spec, target, x, y, x_adv, fooled, failed, eps)
-            else:
-                attack.early_stop = False  # the whole budget on every sample: see the module docstring
-                x_adv, _ = self._craft(attack, spec.crafting_model(source.model), x, y, eps)
-                fooled = self.decide(target, spec, x_adv) != y
-            robust[idx] = ~fooled
-        return self._finish(row, correct, robust, attack, nfes, t0, unverified), correct & robust
+        crafter = spec.crafting_model((source or target).model)
+        precision = self.gradient_precision(spec, source or target)
+        robust, unverified = robust_mask(
+            attack, GradientsIn(crafter, precision) if precision.bf16 else crafter,
+            lambda x_adv: self.decide(target, spec, x_adv), self.x, self.y, correct if alive is None else alive, eps,
+            self.batch_size, self.device, rounds=VERIFY_ROUNDS, transfer=source is not None, progress=self.progress,
+            further=crafter)
+        return self._finish(row, correct, robust, attack, nfes, t0, "" if source else unverified), robust
 
-    def _attack_further(self, attack: Attack, spec: AttackSpec, target: Target, x: torch.Tensor, y: torch.Tensor,
-                        x_adv: torch.Tensor, fooled: torch.Tensor, failed: torch.Tensor, eps: float) -> None:
-        """Re-attack each point that failed re-checking on its own, with new seeds; update in place.
-
-        Alone in its batch, the attack's success checks see exactly the decision that counts.
-        """
-        model = spec.crafting_model(target.model)
-        base_seed = getattr(attack, "seed", None)
-        for i in failed.tolist():
-            for r in range(1, VERIFY_ROUNDS + 1):
-                if base_seed is not None:
-                    attack.seed = base_seed + r
-                xi = attack(model, x[i : i + 1].to(self.device), y[i : i + 1].to(self.device), eps).cpu()
-                if bool(self.decide(target, spec, xi)[0] != y[i]):
-                    x_adv[i], fooled[i] = xi[0], True
-                    break
-        if base_seed is not None:
-            attack.seed = base_seed
+    def _nested_cells(self, target: Target, spec: AttackSpec, keys: list[dict[str, Any]],
+                      source: Target | None) -> None:
+        """A nested grid (`keys`: its cells' rows): reuse the stored chain's longest prefix that
+        matches the ascending grid and has its rows; drop the series' rows above it (computed after
+        other radii), then attack each remaining radius on the survivors of the one below."""
+        keys = sorted(keys, key=lambda key: key["eps"])
+        if not keys:
+            return
+        if not self._data_sha:
+            self._data_sha = data_sha(self.x, self.y)
+        series = ResultStore.series_key(keys[0])
+        path = chain_path(self.store.path.parent, target.sha, spec.name, series)
+        stored = load_chain(path, self._data_sha)
+        done = 0
+        while (done < min(len(keys), len(stored.radii)) and same_radius(stored.radii[done], keys[done]["eps"])
+               and self.store.has(keys[done])):
+            done += 1
+        if done == len(keys):
+            return
+        chain = stored.prefix(done)
+        floor = chain.radii[-1] if done else -1.0
+        stale = [r for r in self.store.rows if ResultStore.series_key(r) == series
+                 and round(float(r["eps"]), 10) > round(floor, 10)]
+        if stale:
+            self.store.remove(stale)
+        alive = chain.masks[-1] if done else None  # the first radius attacks as an independent cell does
+        for key in keys[done:]:
+            row, alive = self.bounded_cell(target, spec, key["eps"], source, alive, NESTED)
+            self.store.add([row])
+            chain.append(key["eps"], alive)
+            save_chain(path, self._data_sha, chain)
 
     def _minimal_cells(self, target: Target, spec: AttackSpec, eps_todo: list[float],
                        source: Target | None) -> list[dict[str, Any]]:
@@ -328,29 +346,34 @@ class Runner:
         self.on_cell(f"{target.name} · {spec.name} (minimal perturbation search)")
         correct, nfes = self.clean(target)
         idx = torch.nonzero(correct).flatten()
-        x, y = self.x[idx], self.y[idx]
-        points: list[torch.Tensor] = []
 
-        def one_batch(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            with eval_mode(target.model):
-                x_adv, norms = attack.minimal(target.model, xb, yb)
-            points.append(x_adv.cpu())
-            return norms
+        def work(rows: torch.Tensor) -> tuple[torch.Tensor, int]:  # this process's share (on_shards)
+            x, y = self.x[idx[rows]], self.y[idx[rows]]
+            points: list[torch.Tensor] = []
 
-        found = batched(one_batch, x, y, self.batch_size, self.device, self.progress)
-        x_adv = torch.cat(points) if points else x.clone()
-        finite = torch.isfinite(found)
-        failed = torch.nonzero(finite & (self.decide(target, spec, x_adv) == y)).flatten()
-        for i in failed.tolist():  # a point the decision does not confirm: search again on its own
-            with eval_mode(target.model):
-                xi, ni = attack.minimal(target.model, x[i : i + 1].to(self.device), y[i : i + 1].to(self.device))
-            ok = torch.isfinite(ni[0]) and bool(self.decide(target, spec, xi.cpu())[0] != y[i])
-            found[i] = ni[0].cpu() if ok else torch.inf
+            def one_batch(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+                with eval_mode(target.model):
+                    x_adv, norms = attack.minimal(target.model, xb, yb)
+                points.append(x_adv.cpu())
+                return norms
+
+            found = batched(one_batch, x, y, self.batch_size, self.device, self.progress)
+            x_adv = torch.cat(points) if points else x.clone()
+            finite = torch.isfinite(found)
+            failed = torch.nonzero(finite & (self.decide(target, spec, x_adv) == y)).flatten()
+            for i in failed.tolist():  # a point the decision does not confirm: search again on its own
+                with eval_mode(target.model):
+                    xi, ni = attack.minimal(target.model, x[i : i + 1].to(self.device), y[i : i + 1].to(self.device))
+                ok = torch.isfinite(ni[0]) and bool(self.decide(target, spec, xi.cpu())[0] != y[i])
+                found[i] = ni[0].cpu() if ok else torch.inf
+            return found, len(failed)
+
+        found, failed = on_shards(attack, target.model, len(idx), work)
         dist = torch.full((len(self.y),), 0.0)
         dist[idx] = found.float()
         rows = []
         for eps in eps_todo:
-            row = self._row(target, spec, attack, eps, source)
+            row = self._row(target, spec, attack, eps, source, NESTED)
             robust = (dist > eps) & torch.isfinite(dist)  # no start found: not robust, see failed_starts
-            rows.append(self._finish(row, correct, robust, attack, nfes, t0, len(failed)))
+            rows.append(self._finish(row, correct, robust, attack, nfes, t0, failed))
         return rows

@@ -1,4 +1,5 @@
-"""One `odebench attack` invocation: load checkpoints and data, run the grid, write the reports."""
+"""One `odebench attack` invocation: load checkpoints (and a model given as code) and data, run the
+grid, write the reports."""
 from __future__ import annotations
 
 import json
@@ -8,12 +9,17 @@ from typing import Any, Callable
 
 import torch
 
+from .. import distributed
 from ..data import balanced_subset, load_dataset
 from ..data.base import DatasetInfo
 from ..errors import UserError
 from ..registry import parse_number
 from ..report import render
 from ..runinfo import atomic_write_text, provenance, resolve_device
+from ..user_model import FORMAT as USER_FORMAT
+from ..user_model import ModelSource
+from ..precision import resolve_precision
+from .nested import INDEPENDENT, NESTED
 from .runner import AttackSpec, Runner, Target
 from .store import ResultStore
 
@@ -35,7 +41,12 @@ class AttackJob:
     source: Path | None = None
     paper: str | None = None
     ode_backend: str = "torchode"  # adaptive ODEs: a step size per sample (see evaluation.runner)
+    precision: str = "auto"  # of the attacks' gradients (robustbench_ode.precision); decisions are fp32
     extra: dict[str, Any] = field(default_factory=dict)
+    model: ModelSource | None = None  # a model given as code (--model-file, --torchscript, --model)
+    model_as_source: bool = False  # transfer: craft on `model`, evaluate on the checkpoints
+    dataset: str | None = None  # what to evaluate on (default: the checkpoints', else digits)
+    independent_eps: bool = False  # attack every radius on all samples, not only a smaller radius's survivors
 
 
 def parse_eps(values: list[str], scale: float, l2: bool = False) -> list[float]:
@@ -76,27 +87,51 @@ class Evaluation:
 
 
 def load_evaluation(checkpoints: list[Path], out: Path, outputs: str, *, n_samples: int, batch_size: int,
-                    device: str, data_dir: str | None, ode_backend: str, source: Path | None = None) -> Evaluation:
-    """Validate the shared options, load the checkpoints (adaptive ODEs on `ode_backend`) and pick
-    `n_samples` class-balanced test images of their common dataset; create `out` (it will hold `outputs`)."""
+                    device: str, data_dir: str | None, ode_backend: str, source: Path | None = None,
+                    model: ModelSource | None = None, model_as_source: bool = False,
+                    dataset: str | None = None) -> Evaluation:
+    """Validate the shared options, load the checkpoints and `model` (adaptive ODEs on `ode_backend`)
+    and pick `n_samples` class-balanced test images of their common dataset (`dataset`, else the
+    checkpoints', else digits); create `out` (it will hold `outputs`). `model` is a target, or
+    with `model_as_source` the model transfer examples are crafted on."""
     if n_samples < 1:
         raise UserError(f"--n-samples must be >= 1, got {n_samples}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    if not checkpoints:
-        raise UserError("at least one --checkpoint is required")
+    if not checkpoints and model is None:
+        raise UserError("at least one --checkpoint is required (or a model: --model-file, --torchscript, --model)")
+    if model_as_source and (model is None or source is not None or not checkpoints):
+        raise UserError("--model-as-source crafts on the --model-file/--torchscript/--model model and attacks "
+                        "the --checkpoint models: give both, and no --source")
     dev = resolve_device(device)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; give a directory for {outputs}")
     targets = [Target.load(p, dev, ode_backend) for p in checkpoints]
     crafter = Target.load(source, dev, ode_backend) if source else None
     datasets = {t.meta["dataset"] for t in targets + ([crafter] if crafter else [])}
+    if dataset is not None and datasets and datasets != {dataset}:
+        raise UserError(f"--dataset {dataset} differs from the checkpoints' dataset ({', '.join(sorted(datasets))})")
     if len(datasets) > 1:
         raise UserError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
-    splits = load_dataset(datasets.pop(), data_dir)
+    splits = load_dataset(dataset or (datasets.pop() if datasets else "digits"), data_dir)
     idx = balanced_subset(splits.test_y, n_samples)
+    x, y = splits.test_x[idx], splits.test_y[idx]
+    if model is not None:
+        module, meta, path = model.load(splits.info, x[:2], dev)
+        loaded = Target.from_module(module, meta, dev, ode_backend, path, model.label)
+        if model_as_source:
+            crafter = loaded
+        else:
+            targets.append(loaded)
     out.mkdir(parents=True, exist_ok=True)
-    return Evaluation(dev, targets, crafter, splits.test_x[idx], splits.test_y[idx], splits.info)
+    return Evaluation(dev, targets, crafter, x, y, splits.info)
+
+
+def identities(ev: Evaluation) -> list[dict[str, Any]]:
+    """What identifies each model given as code (for provenance): name, files and their SHA-256."""
+    keys = ("model", "weights", "weights_sha256", "source", "source_sha256", "normalize", "timm_version")
+    return [{"name": t.name} | {k: t.meta[k] for k in keys if k in t.meta}
+            for t in ev.targets + ([ev.source] if ev.source else []) if t.meta.get("format") == USER_FORMAT]
 
 
 def append_provenance(out: Path, record: dict[str, Any]) -> None:
@@ -112,19 +147,38 @@ def run_job(job: AttackJob, on_cell: Callable[[str], None] | None = None,
     """Run every cell of the job not yet in `out/results.csv`; return this job's rows and Markdown."""
     ev = load_evaluation(job.checkpoints, job.out, "results.csv, results.md and the plot", n_samples=job.n_samples,
                          batch_size=job.batch_size, device=job.device, data_dir=job.data_dir,
-                         ode_backend=job.ode_backend, source=job.source)
+                         ode_backend=job.ode_backend, source=job.source, model=job.model,
+                         model_as_source=job.model_as_source, dataset=job.dataset)
+    return run_evaluation(ev, job, on_cell, progress, on_warning)
+
+
+def run_evaluation(ev: Evaluation, job: AttackJob, on_cell: Callable[[str], None] | None = None,
+                   progress: Callable[[int, int], None] | None = None,
+                   on_warning: Callable[[str], None] | None = None, report: bool = True) -> tuple[list[dict], str]:
+    """Run the job's grid on loaded models and samples (the CLI's and the Python API's engine);
+    return this job's rows and, with `report`, the Markdown (results.md and the plot written).
+
+    Under torchrun every process runs the same grid on its share of each cell's samples and gets
+    every row; rank 0 alone writes the files (the others return the rows and no Markdown)."""
     store = ResultStore(job.out / "results.csv")
+    precision = resolve_precision(job.precision, ev.device)
     runner = Runner(store, ev.x, ev.y, job.batch_size, job.seed, ev.device, ev.info.label, job.eps_scale, on_cell,
-                    progress, on_warning)
-    append_provenance(job.out, provenance(job.seed, ev.device) | {
-        "checkpoints": [str(p) for p in job.checkpoints],
-        "attacks": [{"name": a.name, "options": a.options, "grad_solver": a.grad_solver, "eot": a.eot}
-                    for a in job.attacks],
-        "eps": job.eps, "eps_scale": job.eps_scale, "n_samples": len(ev.y), "batch_size": job.batch_size,
-        "source": str(job.source) if job.source else None, "dataset": ev.info.to_dict(),
-        "ode_backend": job.ode_backend, **job.extra,
-    })
+                    progress, on_warning, precision)
+    models = identities(ev)
+    processes = distributed.world_size()
+    if distributed.is_main():
+        append_provenance(job.out, provenance(job.seed, ev.device) | {
+            "checkpoints": [str(p) for p in job.checkpoints],
+            **({"models": models} if models else {}),
+            "attacks": [{"name": a.name, "options": a.options, "grad_solver": a.grad_solver, "eot": a.eot}
+                        for a in job.attacks],
+            "eps": job.eps, "eps_scale": job.eps_scale, "n_samples": len(ev.y), "batch_size": job.batch_size,
+            "source": str(job.source) if job.source else None, "dataset": ev.info.to_dict(),
+            "ode_backend": job.ode_backend, **precision.to_dict(),
+            "eps_mode": INDEPENDENT if job.independent_eps else NESTED,
+            **({"processes": processes} if processes > 1 else {}), **job.extra,
+        })
     with torch.inference_mode(False):
-        rows = runner.run(ev.targets, job.attacks, job.eps, ev.source)
-    text = render(job.out / "results.csv", job.out, job.paper)
+        rows = runner.run(ev.targets, job.attacks, job.eps, ev.source, nested=not job.independent_eps)
+    text = render(job.out / "results.csv", job.out, job.paper) if report and distributed.is_main() else ""
     return rows, text

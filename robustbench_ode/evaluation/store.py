@@ -1,7 +1,9 @@
 """A resumable results store: one CSV row per finished cell, rewritten atomically.
 
 Rerunning the same command reads the CSV, skips every cell whose key is present, and appends new
-rows; a kill loses at most the cell in progress and never leaves a half-written file.
+rows; a kill loses at most the cell in progress and never leaves a half-written file. A nested ε
+series whose stored chain no longer fits the grid has its rows above the fit removed and
+recomputed (see `evaluation.nested`).
 """
 from __future__ import annotations
 
@@ -11,12 +13,19 @@ from typing import Any
 
 import pandas as pd
 
+from .. import distributed
 from ..errors import UserError
 from ..runinfo import atomic_write_text
 
-KEY = ["checkpoint_sha", "source_sha", "ode_backend", "attack", "attack_args", "eps", "n", "seed"]
-# key columns that results written before they existed lack; such rows read as "" there
-LATER_KEYS = {"ode_backend": ""}
+KEY = ["checkpoint_sha", "code_sha", "source_sha", "ode_backend", "precision", "attack", "attack_args", "eps",
+       "eps_mode", "n", "seed"]
+# key columns that results written before they existed lack; such rows read as their default here
+# (code_sha: the source file hash of a model given as code, '' for checkpoints; precision: of the
+# attack's gradients, always fp32 before --precision existed; eps_mode: every radius was attacked
+# independently before nested grids existed, see evaluation.nested)
+LATER_KEYS = {"ode_backend": "", "code_sha": "", "precision": "fp32", "eps_mode": "independent"}
+STR_COLUMNS = {"checkpoint_sha": str, "code_sha": str, "source_sha": str, "ode_backend": str, "precision": str,
+               "eps_mode": str}
 
 
 class ResultStore:
@@ -27,7 +36,7 @@ class ResultStore:
         self.rows: list[dict[str, Any]] = []
         if self.path.exists():
             try:
-                df = pd.read_csv(self.path, keep_default_na=False, dtype={"checkpoint_sha": str, "source_sha": str, "ode_backend": str})
+                df = pd.read_csv(self.path, keep_default_na=False, dtype=STR_COLUMNS)
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
                 raise UserError(f"'{self.path}' exists but is not a results CSV; choose another --out") from None
             for column, default in LATER_KEYS.items():
@@ -41,7 +50,13 @@ class ResultStore:
     @staticmethod
     def key(row: dict[str, Any]) -> tuple:
         """The identity of a cell (floats rounded so CSV round trips compare equal)."""
-        return tuple(round(float(row[k]), 10) if k == "eps" else str(row[k]) for k in KEY)
+        return tuple(round(float(row[k]), 10) if k == "eps" else str(row.get(k, LATER_KEYS[k]) if k in LATER_KEYS else row[k])
+                     for k in KEY)
+
+    @staticmethod
+    def series_key(row: dict[str, Any]) -> tuple:
+        """The identity of a cell's ε series: its key without ε."""
+        return tuple(v for k, v in zip(KEY, ResultStore.key(row)) if k != "eps")
 
     def has(self, row_key: dict[str, Any]) -> bool:
         k = self.key(row_key)
@@ -54,9 +69,20 @@ class ResultStore:
     def add(self, rows: list[dict[str, Any]]) -> None:
         """Append finished rows and rewrite the CSV atomically."""
         self.rows.extend(rows)
+        self._write()
+
+    def _write(self) -> None:
+        if not distributed.is_main():  # under torchrun every process keeps the rows; rank 0 writes them
+            return
         buf = io.StringIO()
         pd.DataFrame(self.rows).to_csv(buf, index=False)
         atomic_write_text(self.path, buf.getvalue())
+
+    def remove(self, rows: list[dict[str, Any]]) -> None:
+        """Drop these rows (taken from `rows`) and rewrite the CSV atomically."""
+        drop = {id(r) for r in rows}
+        self.rows = [r for r in self.rows if id(r) not in drop]
+        self._write()
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable
 
-from ..errors import UserError
+from ..errors import UserError, option
 from ..evaluation.runner import AttackSpec
 from ..training.trainer import TrainConfig
 from .presets import Preset
@@ -72,7 +72,8 @@ def e2(p: Preset, datasets: dict[str, str]) -> list[Part]:
         aa_eps, _ = _eps(kind, aa_grid, aa_grid)
         models = table1_models(p, kind, dataset)
         parts.append(Part(dataset, models, attacks, [0.0] + eps, scale, p.n_samples))
-        parts.append(Part(dataset, models, [_autoattack(p)], [0.0] + aa_eps, scale, p.autoattack_samples))
+        if aa_eps:  # the strong preset has its AutoAttack numbers in budget curves instead
+            parts.append(Part(dataset, models, [_autoattack(p)], [0.0] + aa_eps, scale, p.autoattack_samples))
     return parts
 
 
@@ -130,7 +131,7 @@ def build(name: str, preset: Preset, datasets: dict[str, str]) -> Experiment:
     title, fn, kinds = BUILDERS[name]
     usable = {k: v for k, v in datasets.items() if k in kinds and k in preset.kinds}
     if not usable:
-        raise UserError(f"{name} needs {' or '.join(kinds)} data, which --only or the {preset.name} preset "
+        raise UserError(f"{name} needs {' or '.join(kinds)} data, which {option('only')} or the {preset.name} preset "
                         f"(models for {' and '.join(preset.kinds)}) excluded")
     parts = fn(preset, usable)
     for part in parts:  # a memory layout changes speed, not results

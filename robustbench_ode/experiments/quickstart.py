@@ -8,14 +8,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from rich.console import Console
-
 from ..checkpoint import META, read_meta
-from ..cli_attack import run_attack_command
-from ..cli_train import run_training
+from ..evaluation.run import run_attack_job
 from ..evaluation.runner import AttackSpec
 from ..evaluation.session import AttackJob
-from ..errors import UserError
+from ..errors import UserError, option
+from ..reporting import Reporter
+from ..training.run import run_training
 from ..training.trainer import TrainConfig, trained_with
 
 MODELS = {
@@ -27,7 +26,7 @@ MODELS = {
 EPS = [0.0, 0.05, 0.1, 0.2, 0.3]
 
 
-def run_quickstart(out: Path, device: str, console: Console, seed: int = 0) -> str:
+def run_quickstart(out: Path, device: str, reporter: Reporter, seed: int = 0) -> str:
     """Train (or reuse) both models, then run FGSM and PGD-40 over EPS on 200 test digits."""
     checkpoints = []
     for name, base in MODELS.items():
@@ -36,11 +35,11 @@ def run_quickstart(out: Path, device: str, console: Console, seed: int = 0) -> s
         if (run_dir / META).exists() and read_meta(run_dir).get("completed"):
             if not trained_with(run_dir, cfg):
                 raise UserError(f"'{run_dir}' holds a {name} trained with other settings than the quickstart's "
-                                "(see its config.json); move it away or choose another --out")
-            console.print(f"reusing trained {name} in {run_dir}")
+                                f"(see its config.json); move it away or choose another {option('out')}")
+            reporter.line(f"reusing trained {name} in {run_dir}")
         else:
-            run_training(cfg, run_dir, resume=run_dir.exists() and any(run_dir.iterdir()), console=console)
+            run_training(cfg, run_dir, resume=run_dir.exists() and any(run_dir.iterdir()), reporter=reporter)
         checkpoints.append(run_dir)
     job = AttackJob(checkpoints=checkpoints, attacks=[AttackSpec.parse("fgsm", {}), AttackSpec.parse("pgd", {})],
                     eps=EPS, out=out / "attack", n_samples=200, batch_size=200, seed=seed, device=device)
-    return run_attack_command(job, console)
+    return run_attack_job(job, reporter)

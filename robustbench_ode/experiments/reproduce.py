@@ -12,16 +12,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from rich.console import Console
-
 from ..checkpoint import META, read_meta
-from ..cli_attack import run_attack_command
-from ..cli_train import run_training
 from ..data.base import default_data_dir
-from ..errors import UserError
+from ..errors import UserError, option
+from ..evaluation.run import run_attack_job
 from ..evaluation.session import AttackJob
 from ..report.paper import PAPER
+from ..reporting import Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device
+from ..training.run import run_training
 from ..training.trainer import STATE, trained_with
 from .paper import BUILDERS, build
 from .presets import PRESETS
@@ -36,43 +35,43 @@ def resolve_datasets(data_dir: str | None, only: str | None, cifar: str | None) 
     datasets = {"mnist": "mnist", "cifar10": cifar}
     if only is not None:
         if only not in datasets:
-            raise UserError(f"--only must be mnist or cifar10, got '{only}'")
+            raise UserError(f"{option('only')} must be mnist or cifar10, got '{only}'")
         datasets = {only: datasets[only]}
     return datasets
 
 
 def ensure_trained(spec: ModelSpec, models_dir: Path, data_dir: str | None, device: str, seed: int,
-                   console: Console) -> Path:
+                   reporter: Reporter) -> Path:
     """Reuse a finished checkpoint, resume an interrupted one, or train it."""
     run_dir = models_dir / spec.train.dataset / spec.key
     cfg = replace(spec.train, data_dir=data_dir, device=device, seed=seed)
     if (run_dir / META).exists() and read_meta(run_dir).get("completed"):
         if not trained_with(run_dir, cfg):
             raise UserError(f"'{run_dir}' was trained with other settings than this preset asks for (see its "
-                            "config.json); move it away to retrain, or choose another --out")
-        console.print(f"reusing {run_dir}")
+                            f"config.json); move it away to retrain, or choose another {option('out')}")
+        reporter.line(f"reusing {run_dir}")
         return run_dir
-    run_training(cfg, run_dir, resume=(run_dir / STATE).exists(), console=console)
+    run_training(cfg, run_dir, resume=(run_dir / STATE).exists(), reporter=reporter)
     return run_dir
 
 
 def run_experiment(exp: Experiment, out: Path, data_dir: str | None, device: str, seed: int,
-                   console: Console) -> str:
+                   reporter: Reporter) -> str:
     """Run all parts of one experiment; return the Markdown summary it writes."""
     exp_dir = out / exp.preset / exp.name
     models_dir = out / exp.preset / "models"
-    console.rule(f"{exp.name}: {exp.title} — preset {exp.preset}")
+    reporter.rule(f"{exp.name}: {exp.title} — preset {exp.preset}")
     for change in exp.changes:
-        console.print(f"  [yellow]preset[/yellow] {change}", highlight=False)
+        reporter.note("  preset", change)
     for part in exp.parts:
         part_t0 = time.perf_counter()
-        checkpoints = [ensure_trained(m, models_dir, data_dir, device, seed, console) for m in part.models]
-        source = ensure_trained(part.source, models_dir, data_dir, device, seed, console) if part.source else None
+        checkpoints = [ensure_trained(m, models_dir, data_dir, device, seed, reporter) for m in part.models]
+        source = ensure_trained(part.source, models_dir, data_dir, device, seed, reporter) if part.source else None
         job = AttackJob(checkpoints=checkpoints, attacks=part.attacks, eps=part.eps, out=exp_dir / part.dataset,
                         eps_scale=part.eps_scale, n_samples=part.n_samples, seed=seed, device=device,
                         data_dir=data_dir, source=source, paper=exp.name,
                         extra={"experiment": exp.name, "preset": exp.preset, "preset_changes": exp.changes})
-        run_attack_command(job, console)
+        run_attack_job(job, reporter)
         _add_wall_time(exp_dir / part.dataset / "wall_time.json", time.perf_counter() - part_t0)
     summary = _summary(exp, exp_dir, device)
     atomic_write_text(exp_dir / "README.md", summary)
@@ -106,12 +105,12 @@ def _summary(exp: Experiment, exp_dir: Path, device: str) -> str:
 
 
 def reproduce(names: list[str], preset: str, out: Path, data_dir: str | None, device: str, seed: int,
-              only: str | None, cifar: str | None, console: Console) -> None:
+              only: str | None, cifar: str | None, reporter: Reporter) -> None:
     """Build and run the named experiments ('all' for E1-E5) at a preset."""
     if preset not in PRESETS:
-        raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got '{preset}'")
+        raise UserError(f"{option('preset')} must be one of {', '.join(PRESETS)}, got '{preset}'")
     wanted = list(BUILDERS) if [n.upper() for n in names] == ["ALL"] else [n.upper() for n in names]
     datasets = resolve_datasets(data_dir, only, cifar)
     experiments = [build(name, PRESETS[preset], datasets) for name in wanted]  # validate all before running any
     for exp in experiments:
-        run_experiment(exp, out, data_dir, device, seed, console)
+        run_experiment(exp, out, data_dir, device, seed, reporter)

@@ -6,15 +6,15 @@ expose `nfe_forward` / `nfe_backward` counters, summed by `nfe_of`; `use_ode_bac
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..data.base import DatasetInfo
 from ..errors import UserError
-from ..registry import Entry, options_of, parse_kv
+from .ode_block import ODEBlock, SolverConfig, is_fixed_step
 
 
 class ImageClassifier(nn.Module):
@@ -45,34 +45,50 @@ def nfe_of(model: nn.Module) -> dict[str, int] | None:
 
 
 def solver_surrogate(model: nn.Module, **options: object) -> nn.Module:
-    """The same weights integrated by another ODE solver: `model.with_solver(**options)`.
+    """The same weights integrated by another ODE solver: `model.with_solver(**options)`, or
+    `swap_solver(model, **options)` for any other module that contains `ODEBlock`s.
 
     Options: solver, step_size, adjoint, rtol, atol, max_nfe, backend (see `odenet.ODEClassifier`).
     A model without an ODE solver (ResNets, ...) is a UserError.
     """
     with_solver = getattr(model, "with_solver", None)
-    if with_solver is None:
-        raise UserError(f"{type(model).__name__} has no ODE solver to swap (solver surrogates need an ODE model)")
-    return with_solver(**options)
+    if with_solver is not None:
+        return with_solver(**options)
+    if any(isinstance(m, ODEBlock) for m in model.modules()):
+        return swap_solver(model, **options)  # type: ignore[arg-type]
+    raise UserError(f"{type(model).__name__} has no ODE solver to swap (solver surrogates need an ODE model)")
 
 
-def parse_solver_spec(text: str) -> dict[str, Any]:
-    """'rk4:step_size=0.05:adjoint=false' -> `solver_surrogate` options, validated and typed.
-
-    The first field names a torchdiffeq solver (or torchode's tsit5); the rest are `with_solver`
-    options (step_size, adjoint, rtol, atol, max_nfe, backend). A bad solver, option or value is
-    a UserError.
+def swap_solver(
+    model: nn.Module, solver: str, step_size: float = 0.0, adjoint: bool | None = None, rtol: float | None = None,
+    atol: float | None = None, max_nfe: int | None = None, backend: str | None = None,
+) -> nn.Module:
+    """A copy of any `model` that shares every parameter but whose `ODEBlock`s integrate with
+    `solver` (None keeps each block's own value), as `ODEClassifier.with_solver` does for the
+    registered Neural ODEs. Only the modules on the path to an ODE block are (shallowly) copied, so
+    a user's own network needs no `with_solver` of its own; `model` itself is not changed.
     """
-    from .ode_block import SOLVER_NAMES, TORCHODE_METHODS
-    from .odenet import ODEClassifier
+    def swapped(block: ODEBlock) -> ODEBlock:
+        cfg = block.config
+        new = block.with_config(
+            solver=solver, step_size=step_size, adjoint=cfg.adjoint if adjoint is None else adjoint,
+            rtol=cfg.rtol if rtol is None else rtol, atol=cfg.atol if atol is None else atol,
+            max_nfe=cfg.max_nfe if max_nfe is None else max_nfe, backend=cfg.backend if backend is None else backend,
+        )
+        new.training = block.training
+        return new
 
-    solver, *pairs = [part.strip() for part in text.split(":")]
-    if solver not in SOLVER_NAMES + tuple(TORCHODE_METHODS):
-        raise UserError(f"--grad-solver '{text}': unknown solver '{solver}' (torchdiffeq methods: "
-                        f"{', '.join(SOLVER_NAMES)}; torchode methods: {', '.join(TORCHODE_METHODS)}); "
-                        "example: rk4:step_size=0.05")
-    entry = Entry(solver, ODEClassifier.with_solver, "", options_of(ODEClassifier.with_solver), "--grad-solver")
-    return {"solver": solver} | entry.parse_options(parse_kv(pairs, "--grad-solver"))
+    def rebuild(module: nn.Module) -> nn.Module:
+        if isinstance(module, ODEBlock):
+            return swapped(module)
+        children = {name: rebuild(child) for name, child in module._modules.items() if child is not None}
+        if all(child is module._modules[name] for name, child in children.items()):
+            return module
+        clone = copy.copy(module)
+        clone._modules = {**module._modules, **children}
+        return clone
+
+    return rebuild(model)
 
 
 def use_ode_backend(model: nn.Module, backend: str) -> int:
@@ -84,8 +100,6 @@ def use_ode_backend(model: nn.Module, backend: str) -> int:
     0 for a model without one; an unknown backend, or a solver the backend lacks, is a UserError
     and switches nothing.
     """
-    from .ode_block import ODEBlock, SolverConfig, is_fixed_step
-
     SolverConfig(backend=backend)  # validates the name even for a model without ODE blocks
     blocks = [m for m in model.modules() if isinstance(m, ODEBlock) and not is_fixed_step(m.config.solver)]
     configs = [replace(block.config, backend=backend) for block in blocks]  # all valid before any switch
@@ -99,8 +113,6 @@ def batch_dependent(model: nn.Module) -> bool:
 
     torchdiffeq picks one step size per batch, so such a model's outputs depend on the batch.
     """
-    from .ode_block import ODEBlock, is_fixed_step
-
     return any(
         isinstance(m, ODEBlock) and m.config.backend == "torchdiffeq" and not is_fixed_step(m.config.solver)
         for m in model.modules()

@@ -1,6 +1,6 @@
 """An ODE block: integrate dy/dt = f(t, y) from 0 to t1, counting evaluations.
 
-The solver is any torchdiffeq method (`torchdiffeq._impl.odeint.SOLVERS`): adaptive ones
+The solver is any torchdiffeq method (`odeint(method=...)`, listed in `SOLVER_NAMES`): adaptive ones
 (dopri5, the paper's choice, Appendix A) use `rtol`/`atol`; fixed-grid ones (euler, rk4, ...)
 take `step_size` (0 = one step over [0, t1]). `adjoint=True` back-propagates with
 `odeint_adjoint` (Chen et al. 2018) instead of through the solver's operations.
@@ -29,8 +29,6 @@ import torch
 import torchode as to
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
-from torchdiffeq._impl.odeint import SOLVERS
-from torchdiffeq._impl.solvers import FixedGridODESolver
 from torchode.single_step_methods.runge_kutta import ExplicitRungeKutta
 
 from ..errors import UserError
@@ -41,13 +39,20 @@ TORCHODE_METHODS: dict[str, type[ExplicitRungeKutta]] = {
     "dopri5": to.Dopri5,
     "tsit5": to.Tsit5,
 }
+# torchdiffeq's methods (0.2.5; its table is private), by kind: fixed-grid ones step on a grid
+# (`step_size`), adaptive ones pick their steps from rtol/atol. tests/test_models.py checks these
+# against torchdiffeq's own table, so an upgrade that adds or changes a method fails a test.
 # scipy_solver needs an extra scipy method option and cannot back-propagate; it is not offered.
-SOLVER_NAMES: tuple[str, ...] = tuple(sorted(name for name in SOLVERS if name != "scipy_solver"))
+FIXED_STEP_SOLVERS: tuple[str, ...] = (
+    "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams",
+)
+ADAPTIVE_SOLVERS: tuple[str, ...] = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
+SOLVER_NAMES: tuple[str, ...] = tuple(sorted(FIXED_STEP_SOLVERS + ADAPTIVE_SOLVERS))
 
 
 def is_fixed_step(solver: str) -> bool:
     """True for torchdiffeq's fixed-grid methods (euler, midpoint, rk4, adams, ...)."""
-    return solver in SOLVERS and issubclass(SOLVERS[solver], FixedGridODESolver)
+    return solver in FIXED_STEP_SOLVERS
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,14 @@ class _FlatDynamics(nn.Module):
 
 
 class ODEBlock(nn.Module):
-    """y(0) = input -> y(t1) of dy/dt = func(t, y); counts function evaluations (NFE)."""
+    """y(0) = input -> y(t1) of dy/dt = func(t, y); counts function evaluations (NFE).
+
+    A public building block (`from robustbench_ode.models import ODEBlock, SolverConfig`): any
+    network that integrates with it, registered or a user's own (docs/usage.md, "Your own
+    model"), gets odebench's ODE tooling: `--grad-solver`, NFE counts and `--ode-backend`.
+    `func(t, y)` must keep y's shape; t is a 0-d tensor under torchdiffeq and one time per sample,
+    shape (batch,), under torchode, so a field that uses t must handle both (`odenet.ConcatConv2d`).
+    """
 
     def __init__(self, func: nn.Module, config: SolverConfig) -> None:
         super().__init__()

@@ -45,15 +45,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from ..data.base import DatasetInfo
-from ..registry import MODELS
+from ..errors import UserError, option
+from ..registry import MODELS, Entry, options_of, parse_kv
 from .base import ImageClassifier
-from .ode_block import ODEBlock, SolverConfig
+from .ode_block import SOLVER_NAMES, TORCHODE_METHODS, ODEBlock, SolverConfig
 from .options import require_positive
 
 
@@ -153,6 +154,23 @@ class ODEClassifier(ImageClassifier):
         twin = ODEClassifier(self.info, ODENet(self.body.downsample, block, self.body.head))
         twin.mean, twin.std = self.mean, self.std
         return twin.train(self.training)
+
+
+def parse_solver_spec(text: str) -> dict[str, Any]:
+    """'rk4:step_size=0.05:adjoint=false' -> `ODEClassifier.with_solver` options, validated and typed.
+
+    The first field names a torchdiffeq solver (or torchode's tsit5); the rest are `with_solver`
+    options (step_size, adjoint, rtol, atol, max_nfe, backend). A bad solver, option or value is
+    a UserError naming the option `grad_solver` (the attack setting that takes this text).
+    """
+    solver, *pairs = [part.strip() for part in text.split(":")]
+    if solver not in SOLVER_NAMES + tuple(TORCHODE_METHODS):
+        raise UserError(f"{option('grad_solver')} '{text}': unknown solver '{solver}' (torchdiffeq methods: "
+                        f"{', '.join(SOLVER_NAMES)}; torchode methods: {', '.join(TORCHODE_METHODS)}); "
+                        "example: rk4:step_size=0.05")
+    options = options_of(ODEClassifier.with_solver)
+    entry = Entry(solver, ODEClassifier.with_solver, "", options, option("grad_solver"))
+    return {"solver": solver} | entry.parse_options(parse_kv(pairs, option("grad_solver")))
 
 
 @dataclass(frozen=True)

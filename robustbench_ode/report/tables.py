@@ -15,11 +15,13 @@ def eps_label(eps: float, scale: float) -> str:
 
 
 def attack_label(row: pd.Series) -> str:
-    """Attack name, with its non-default settings and transfer source if any."""
+    """Attack name, with its non-default settings, transfer source and independent ε grid if any."""
     args = json.loads(row["attack_args"]) if isinstance(row["attack_args"], str) and row["attack_args"] else {}
     text = row["attack"] + (" " + " ".join(f"{k}={v}" for k, v in sorted(args.items())) if args else "")
     if row.get("source"):
         text += f" (from {row['source']})"
+    if row.get("eps_mode") == "independent":  # nested is the default; results without the column say nothing
+        text += " (independent ε)"
     return text
 
 

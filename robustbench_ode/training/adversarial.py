@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from ..attacks.ball import project
 from ..attacks.base import eval_mode
 from ..errors import UserError
-from .methods import TrainMethod, register_method
+from ..registry import METHODS
+from .methods import TrainMethod
 
 
 def require(method: str, condition: bool, option: str, value: float, rule: str) -> None:
@@ -52,7 +53,7 @@ def ascend_linf(objective: Callable[[Tensor], Tensor], x: Tensor, start: Tensor,
     return xk.detach()
 
 
-@register_method("pgd", "Madry et al. 2018 PGD adversarial training: CE on last-iterate L∞ PGD-10 points")
+@METHODS.register("pgd", "Madry et al. 2018 PGD adversarial training: CE on last-iterate L∞ PGD-10 points")
 class PGDTraining(TrainMethod):
     """PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant to Adversarial
     Attacks", ICLR 2018): minimise the cross-entropy at the PGD maximiser of the cross-entropy in the

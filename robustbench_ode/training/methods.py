@@ -2,6 +2,7 @@
 
 A method sees the model, the optimiser and a batch, and performs one optimisation step, so
 adversarial training (PGD-AT, TRADES, YOPO) plugs in without the trainer knowing about attacks.
+Methods register in `registry.METHODS` like models and attacks, so a plugin can add one.
 An augmentation (`--augment`, `parse_augment`) transforms each training batch before the
 method's step, so it composes with every method: an adversarial method perturbs the augmented
 batch (e.g. PGD around the noisy image).
@@ -10,20 +11,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..registry import Entry, options_of, parse_number
+from ..registry import METHODS, Entry, parse_number
 
 
 class TrainMethod:
-    """Base class: `train_step` returns (mean loss, clean-or-training logits) for the batch."""
+    """Base class: `train_step` returns (mean loss, clean-or-training logits) for the batch.
+
+    `supports_ddp`: the step may be given a DistributedDataParallel model (several processes,
+    see docs/scale.md): every parameter gradient comes from a backward pass through that model.
+    """
 
     name = "base"
+    supports_ddp = True
 
     def train_step(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
@@ -31,41 +36,30 @@ class TrainMethod:
         raise NotImplementedError
 
 
+@METHODS.register("standard", "cross-entropy on clean inputs")
 class Standard(TrainMethod):
-    """Plain empirical risk minimisation with cross-entropy."""
+    """Plain empirical risk minimisation with cross-entropy, optionally label-smoothed
+    (`--method-arg label_smoothing=0.1`: a faster, better-calibrated short schedule)."""
 
     name = "standard"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise UserError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
 
     def train_step(self, model, optimizer, x, y):
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         loss.backward()
         optimizer.step()
         return loss.item(), logits.detach()
 
 
-METHODS: dict[str, tuple[Callable[..., TrainMethod], str]] = {
-    "standard": (Standard, "cross-entropy on clean inputs"),
-}
-
-
-def register_method(name: str, description: str) -> Callable[[type], type]:
-    """Decorator adding a training method class to METHODS."""
-
-    def deco(cls: type) -> type:
-        METHODS[name] = (cls, description)
-        return cls
-
-    return deco
-
-
 def method_entry(name: str) -> Entry:
-    """The registry-style entry (description, typed options) of a training method."""
-    if name not in METHODS:
-        raise UserError(f"unknown training method '{name}' (known: {', '.join(sorted(METHODS))})")
-    cls, desc = METHODS[name]
-    return Entry(name, cls, desc, options_of(cls), "training method")
+    """The registry entry (description, typed options) of a training method."""
+    return METHODS.get(name)
 
 
 def build_method(name: str, options: dict[str, str] | None = None) -> TrainMethod:

@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks.base import eval_mode
+from ..registry import METHODS
 from .adversarial import ascend_linf, gaussian_noise, require
-from .methods import TrainMethod, register_method
+from .methods import TrainMethod
 
 
 def kl_sum(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
@@ -23,7 +24,7 @@ def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float
     return F.cross_entropy(logits_clean.float(), y) + beta * kl_sum(logits_clean, logits_adv) / len(y)
 
 
-@register_method("trades", "Zhang et al. 2019b TRADES: CE(f(x)) + beta KL(f(x) || f(x')), x' by L∞ PGD-10 on the KL")
+@METHODS.register("trades", "Zhang et al. 2019b TRADES: CE(f(x)) + beta KL(f(x) || f(x')), x' by L∞ PGD-10 on the KL")
 class TRADES(TrainMethod):
     """TRADES (Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy",
     ICML 2019). The adversary maximises KL(p(x) || p(x')) over the L∞ eps-ball by `steps`

@@ -4,6 +4,13 @@ Resume equivalence: each epoch's shuffling comes from a generator seeded with (s
 the global RNG state (which draws augmentation noise and adversarial random starts) is saved with
 the optimiser after every completed epoch, so a run resumed from epoch k computes exactly what an
 uninterrupted run computes.
+
+Several processes (torchrun, DistributedDataParallel): every global batch of the seeded order
+is split among the processes (process r takes every N-th image from the r-th, as
+DistributedSampler does), so the effective batch stays --batch-size and the schedule is the
+single process's; DDP averages the gradients. Each process reseeds its global RNG at every epoch
+from (seed, epoch, rank), so a resumed run draws the same noise and starts; rank 0 writes the
+run dir. See docs/scale.md.
 """
 from __future__ import annotations
 
@@ -17,9 +24,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .. import distributed
 from ..checkpoint import save_checkpoint
 from ..data import Splits, load_dataset
-from ..errors import UserError
+from ..errors import UserError, option
 from ..models import build_model
 from ..registry import MODELS
 from ..models.base import fast_layout, nfe_of
@@ -28,6 +36,7 @@ from .methods import build_method, method_entry, parse_augment
 
 STATE = "train_state.pt"
 CONFIG = "config.json"
+SCHEDULES = ("auto", "halve", "multistep", "constant", "onecycle")
 
 
 @dataclass
@@ -47,7 +56,7 @@ class TrainConfig:
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float | None = None
-    schedule: str = "auto"  # auto | halve | multistep | constant
+    schedule: str = "auto"  # auto | halve | multistep | constant | onecycle
     lr_step: int = 50  # epochs between halvings for the 'halve' schedule
     method: str = "standard"
     method_options: dict[str, Any] = field(default_factory=dict)
@@ -61,19 +70,19 @@ class TrainConfig:
     def validate(self) -> None:
         """Range checks on numbers; a violation is a UserError."""
         if self.epochs < 1:
-            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
+            raise UserError(f"{option('epochs')} must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise UserError(f"{option('batch_size')} must be >= 1, got {self.batch_size}")
         if self.lr is not None and not self.lr > 0:
-            raise UserError(f"--lr must be > 0, got {self.lr}")
+            raise UserError(f"{option('lr')} must be > 0, got {self.lr}")
         if self.optimizer not in ("auto", "sgd", "adam"):
-            raise UserError(f"--optimizer must be auto, sgd or adam, got '{self.optimizer}'")
-        if self.schedule not in ("auto", "halve", "multistep", "constant"):
-            raise UserError(f"--schedule must be auto, halve, multistep or constant, got '{self.schedule}'")
+            raise UserError(f"{option('optimizer')} must be auto, sgd or adam, got '{self.optimizer}'")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"{option('schedule')} must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         if self.amp not in ("none", "bf16"):
-            raise UserError(f"--amp must be none or bf16, got '{self.amp}'")
+            raise UserError(f"{option('amp')} must be none or bf16, got '{self.amp}'")
         if self.lr_step < 1:
-            raise UserError(f"--lr-step must be >= 1, got {self.lr_step}")
+            raise UserError(f"{option('lr_step')} must be >= 1, got {self.lr_step}")
         parse_augment(self.augment)
 
 
@@ -101,8 +110,14 @@ def is_ode_model(model: nn.Module) -> bool:
     return nfe_of(model) is not None
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any, dict]:
-    """The paper's recipes: Adam halved every 50 epochs (Neural ODE), SGD 0.1 with /10 at 50%/75% (ResNet)."""
+def make_optimizer(
+    cfg: TrainConfig, model: nn.Module, steps_per_epoch: int = 1
+) -> tuple[torch.optim.Optimizer, Any, dict]:
+    """The paper's recipes: Adam halved every 50 epochs (Neural ODE), SGD 0.1 with /10 at 50%/75% (ResNet).
+
+    `onecycle` (Smith & Topin's super-convergence: warm-up to --lr over the first 30% of the batches,
+    cosine annealing to ~0 after) is stepped per batch, so it needs `steps_per_epoch`; the others
+    are stepped per epoch."""
     ode = is_ode_model(model)
     opt_name = cfg.optimizer if cfg.optimizer != "auto" else ("adam" if ode else "sgd")
     if opt_name == "adam":
@@ -119,6 +134,8 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> tuple[torch.optim.Opti
     elif schedule == "multistep":
         milestones = sorted({max(1, round(cfg.epochs * 0.5)), max(1, round(cfg.epochs * 0.75))})
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    elif schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=cfg.epochs * steps_per_epoch)
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     resolved = {"optimizer": opt_name, "lr": lr, "weight_decay": wd, "schedule": schedule}
@@ -156,9 +173,16 @@ class Trainer:
         cfg.validate()
         self.cfg, self.out, self.resume = cfg, Path(out), resume
         self.device = resolve_device(cfg.device)
+        self.processes, self.rank = distributed.world_size(), distributed.rank()
         if self.out.exists() and any(self.out.iterdir()) and not resume:
-            raise UserError(f"run dir '{self.out}' is not empty: pass --resume to continue it, or choose another --out")
+            raise UserError(f"run dir '{self.out}' is not empty: pass {option('resume')} to continue it, "
+                            f"or choose another {option('out')}")
+        if cfg.batch_size < self.processes:
+            raise UserError(f"{option('batch_size')} {cfg.batch_size} is smaller than the {self.processes} processes "
+                            "that share each batch")
         self.method = build_method(cfg.method, cfg.method_options)
+        if self.processes > 1 and not getattr(self.method, "supports_ddp", True):
+            raise UserError(f"training method '{cfg.method}' does not run in several processes; train it in one")
         self.augment = parse_augment(cfg.augment)
         self.splits: Splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.subset, cfg.test_subset)
         seed_everything(cfg.seed)
@@ -166,12 +190,32 @@ class Trainer:
         self.model = fast_layout(model, cfg.channels_last)
         self.model_options = MODELS.get(cfg.model).resolve(cfg.model_options)
         self.method_options = method_entry(cfg.method).resolve(cfg.method_options)
-        self.optimizer, self.scheduler, self.resolved = make_optimizer(cfg, self.model)
+        steps = -(-len(self.splits.train_y) // cfg.batch_size)
+        self.optimizer, self.scheduler, self.resolved = make_optimizer(cfg, self.model, steps)
+        self.per_batch_schedule = self.resolved["schedule"] == "onecycle"
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.wall = 0.0
         if resume:
             self._load_state()
+        self.parallel = self._parallel()
+
+    def _parallel(self) -> nn.Module:
+        """What a training step runs: the model, or under torchrun the model in
+        DistributedDataParallel (its construction waits for every process and gives them rank 0's
+        weights and buffers). Buffers are not synchronised at each forward: within an epoch
+        BatchNorm statistics are each process's own, and at its end every process takes rank 0's
+        (the ones saved, so a resumed run starts where an uninterrupted one is); a forward is
+        then never a collective, so methods may run the model a different number of times in
+        each process."""
+        if self.processes == 1:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
+
+        cuda = self.device.type == "cuda"
+        return DistributedDataParallel(
+            self.model, device_ids=[torch.cuda.current_device()] if cuda else None, forward_sync_buffers=False,
+            process_group=None if cuda else distributed.cpu_group())
 
     def _load_state(self) -> None:
         state_file = self.out / STATE
@@ -183,7 +227,7 @@ class Trainer:
             raise UserError(f"cannot resume from '{state_file}': {str(exc).splitlines()[0]}") from None
         if resumable_part(state.get("config", {})) != resumable_part(asdict(self.cfg)):
             raise UserError(f"'{self.out}' was started with a different configuration (see its config.json); "
-                            "resume with the same options or choose another --out")
+                            f"resume with the same options or choose another {option('out')}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -191,6 +235,8 @@ class Trainer:
         self.start_epoch, self.history, self.wall = state["epoch"], state["history"], state["wall"]
 
     def _save_state(self, epoch: int) -> None:
+        if not distributed.is_main():
+            return
         state = {
             "config": asdict(self.cfg),
             "epoch": epoch,
@@ -215,33 +261,46 @@ class Trainer:
         """Train the remaining epochs, saving state after each; write the checkpoint at the end."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / CONFIG, asdict(cfg) | {"resolved": self.resolved})
+        if distributed.is_main():
+            atomic_write_json(self.out / CONFIG, asdict(cfg) | {"resolved": self.resolved})
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         x_all, y_all = self._train_data()
         n = len(x_all)
         for epoch in range(self.start_epoch, cfg.epochs):
-            self.model.train()
+            self.parallel.train()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+            if self.processes > 1:  # each process its own noise, a function of (seed, epoch, rank): resumable
+                torch.manual_seed((cfg.seed * 100003 + epoch) * 1009 + self.rank)
             t0 = time.perf_counter()
             seen, loss_sum, correct = 0, 0.0, 0
             for b, i in enumerate(range(0, n, cfg.batch_size)):
                 idx = order[i : i + cfg.batch_size]
+                if len(idx) < self.processes:  # a last batch too small to give every process an image
+                    break
+                idx = idx[self.rank :: self.processes]  # this process's share of the global batch
                 xb = x_all[idx.to(x_all.device)].to(self.device, non_blocking=True)
                 yb = y_all[idx.to(y_all.device)].to(self.device, non_blocking=True)
                 if self.augment is not None:  # training inputs only: evaluate() and the attacks see clean images
                     xb = self.augment(xb)
                 with autocast(self.device, cfg.amp):
-                    loss, logits = self.method.train_step(self.model, self.optimizer, xb, yb)
+                    loss, logits = self.method.train_step(self.parallel, self.optimizer, xb, yb)
+                if self.per_batch_schedule:
+                    self.scheduler.step()
                 seen += len(yb)
                 loss_sum += loss * len(yb)
                 correct += (logits.argmax(1) == yb).sum().item()
                 if on_batch:
                     rate = seen / max(1e-9, time.perf_counter() - t0)
                     on_batch(epoch, b, loss_sum / seen, correct / seen, nfe_of(self.model), rate)
-            self.scheduler.step()
+            if not self.per_batch_schedule:
+                self.scheduler.step()
             dt = time.perf_counter() - t0
             self.wall += dt
+            if self.processes > 1:  # the epoch's figures over every process's share; rank 0's statistics for all
+                shares = distributed.all_gather((seen, loss_sum, correct))
+                seen, loss_sum, correct = (sum(share[k] for share in shares) for k in range(3))
+                distributed.sync_buffers(self.model)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / max(1, seen),
@@ -258,7 +317,10 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Evaluate clean test accuracy in fp32 and write the checkpoint with full metadata."""
+        """Evaluate clean test accuracy in fp32 and write the checkpoint with full metadata (under
+        torchrun rank 0 does, and every process returns its metadata)."""
+        if not distributed.is_main():
+            return distributed.broadcast(None)
         test_acc = evaluate(self.model, self.splits.test_x, self.splits.test_y, self.cfg.eval_batch_size, self.device)
         rates = [h["img_per_s"] for h in self.history]
         meta = {
@@ -285,4 +347,4 @@ class Trainer:
             **provenance(self.cfg.seed, self.device),
         }
         save_checkpoint(self.out, self.model, meta)
-        return meta
+        return distributed.broadcast(meta)

@@ -19,8 +19,9 @@ from ..errors import UserError
 from ..models.base import ImageClassifier
 from ..models.odenet import ODENet
 from ..models.scheme_net import SchemeNet
+from ..registry import METHODS
 from .adversarial import require, uniform_noise
-from .methods import TrainMethod, register_method
+from .methods import TrainMethod
 
 Layer = Callable[[Tensor], Tensor]
 
@@ -74,7 +75,7 @@ def yopo_inner_update(first: Layer, x: Tensor, eta: Tensor, p: Tensor, eps: floa
     return eta.detach()
 
 
-@register_method("yopo", "Zhang et al. 2019a YOPO-m-n: m full passes, n first-layer adversary steps each")
+@METHODS.register("yopo", "Zhang et al. 2019a YOPO-m-n: m full passes, n first-layer adversary steps each")
 class YOPO(TrainMethod):
     """YOPO-m-n (Zhang et al., "You Only Propagate Once: Accelerating Adversarial Training via
     Maximal Principle", NeurIPS 2019), L∞.
@@ -95,6 +96,7 @@ class YOPO(TrainMethod):
     """
 
     name = "yopo"
+    supports_ddp = False  # it back-propagates through split-off layers, beside the model DDP wraps
 
     def __init__(self, m: int = 5, n: int = 3, eps: float = 8 / 255, sigma: float = 2 / 255) -> None:
         require(self.name, m >= 1, "m", m, ">= 1")

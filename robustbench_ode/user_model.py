@@ -1,0 +1,357 @@
+"""Benchmark any model: a network given as code instead of as an odebench checkpoint.
+
+Three sources (`ModelSource`, from the CLI's `--model-file`, `--torchscript`, `--model timm:NAME`):
+a factory function in a .py file or an importable module (weights from `--weights`: .safetensors,
+or a .pt/.pth state dict read with `torch.load(weights_only=True)`), a TorchScript file, or a timm
+architecture (the optional `timm` extra; never downloads). The Python API passes an `nn.Module`.
+
+odebench's contract is [0, 1] pixels in, (N, classes) logits out, so ε stays in pixel units: a
+network that expects normalised input is wrapped (`--normalize MEANS/STDS`). One forward of two
+dataset images checks input shape and output before any attack runs. Every mistake (a wrong
+factory path, a factory that raises, weights that do not fit, outputs that are not logits) is one
+`UserError` line.
+
+A loaded model is identified like a checkpoint, by SHA-256 (`meta`): `weights_sha256` of the
+weights file (of the TorchScript file; of the state dict serialised as safetensors when there is
+no file, which equals a checkpoint's hash for equal tensors) and `source_sha256` of the factory's
+source file, which the results CSV carries as `checkpoint_sha` and `code_sha`.
+
+A network that contains odebench's `ODEBlock` is wrapped as a `PixelODEModel`, whose
+`with_solver` (`models.base.swap_solver`) gives gradient attacks through another solver and the
+audit's surrogate check; NFE counts and the torchode backend find its blocks as they are.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
+
+from .checkpoint import sha256_file
+from .data.base import DatasetInfo
+from .errors import UserError
+from .models.base import swap_solver
+from .models.ode_block import ODEBlock
+
+FORMAT = "odebench-user-model/1"
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def first_line(exc: BaseException) -> str:
+    """'TypeError: the first line of the message', for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def first_sentence(exc: BaseException) -> str:
+    """The first sentence of a long library message (torch's explain at length)."""
+    line = first_line(exc)
+    return line.split(". ", 1)[0].rstrip(".")
+
+
+def state_sha256(model: nn.Module) -> str:
+    """SHA-256 of the model's tensors serialised as safetensors (a checkpoint's `weights_sha256`
+    for the same tensors), identifying a model that comes without a weights file."""
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items() if isinstance(v, Tensor)}
+    return hashlib.sha256(save(state)).hexdigest()
+
+
+def parse_normalize(text: str, info: DatasetInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """'MEANS/STDS' (each one number or one per channel, comma-separated: '0.1307/0.3081',
+    '0.49,0.48,0.45/0.25,0.24,0.26') or 'dataset' (the dataset's own statistics) -> per-channel
+    (mean, std) tuples."""
+    if text.strip() == "dataset":
+        return info.mean, info.std
+    means, sep, stds = text.partition("/")
+    example = "e.g. 0.1307/0.3081 or 0.49,0.48,0.45/0.25,0.24,0.26, or 'dataset'"
+    if not sep:
+        raise UserError(f"--normalize '{text}' must be MEANS/STDS ({example})")
+    try:
+        mean, std = ([float(v) for v in part.split(",") if v.strip()] for part in (means, stds))
+    except ValueError:
+        raise UserError(f"--normalize '{text}' must hold numbers ({example})") from None
+    channels = info.in_channels
+    if len(mean) not in (1, channels) or len(std) not in (1, channels):
+        counts = "one value" if channels == 1 else f"1 or {channels} values"
+        raise UserError(f"--normalize '{text}': give {counts} on each side of '/' "
+                        f"({info.name} has {channels} channel{'s' if channels > 1 else ''})")
+    if any(not s > 0 for s in std):
+        raise UserError(f"--normalize '{text}': standard deviations must be > 0")
+    return tuple(mean * (channels // len(mean))), tuple(std * (channels // len(std)))
+
+
+class PixelModel(nn.Module):
+    """A network behind odebench's contract: [0, 1] pixels in, logits out; with `mean`/`std` the
+    pixels are normalised first, so that attacks and ε stay in pixel units."""
+
+    def __init__(self, net: nn.Module, normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
+        super().__init__()
+        self.net = net
+        mean, std = normalize or (None, None)
+        self.register_buffer("mean", None if mean is None else torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", None if std is None else torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return self.net(x)
+
+
+class PixelODEModel(PixelModel):
+    """A `PixelModel` whose network contains `ODEBlock`s: `with_solver` gives a same-weight copy
+    that integrates differently (what `--grad-solver` and the audit's surrogate check need)."""
+
+    def with_solver(self, solver: str, step_size: float = 0.0, adjoint: bool | None = None, rtol: float | None = None,
+                    atol: float | None = None, max_nfe: int | None = None, backend: str | None = None) -> nn.Module:
+        return swap_solver(self, solver, step_size, adjoint, rtol, atol, max_nfe, backend)
+
+
+def wrap(net: nn.Module, normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> PixelModel:
+    """`net` as a `PixelModel`, or a `PixelODEModel` when it contains an ODE block."""
+    ode = any(isinstance(m, ODEBlock) for m in net.modules())
+    return (PixelODEModel if ode else PixelModel)(net, normalize)
+
+
+def check_logits(model: nn.Module, info: DatasetInfo, sample: Tensor, label: str) -> None:
+    """One forward of `sample` (dataset images): it must run and give (N, num_classes) float logits."""
+    shape = "x".join(map(str, sample.shape[1:]))
+    try:
+        with torch.no_grad():
+            out = model(sample)
+    except Exception as exc:
+        raise UserError(f"model '{label}' fails on {info.name} images (C x H x W = {shape}): {first_line(exc)}") from None
+    expected = (len(sample), info.num_classes)
+    if not isinstance(out, Tensor) or tuple(out.shape) != expected or not out.is_floating_point():
+        got = f"shape {tuple(out.shape)} ({out.dtype})" if isinstance(out, Tensor) else f"a {type(out).__name__}"
+        raise UserError(f"model '{label}' returns {got} for {len(sample)} {info.name} images; odebench needs "
+                        f"logits of shape (N, {info.num_classes}) ({info.num_classes} classes)")
+
+
+@contextmanager
+def _importable_beside(folder: Path) -> Iterator[None]:
+    """Let a model file import the modules next to it while it runs."""
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+
+
+def load_factory(spec: str) -> tuple[Callable[[], Any], Path | None]:
+    """'path/to/file.py:NAME' or 'package.module:NAME' -> (the function, its source file)."""
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name.isidentifier():
+        raise UserError(f"--model-file '{spec}' must be FILE.py:FACTORY or package.module:FACTORY")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise UserError(f"--model-file: '{path}' does not exist")
+        module_name = "odebench_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise UserError(f"--model-file: '{path}' is not a Python file")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module  # dataclasses and pickling inside the file look themselves up here
+        try:
+            with _importable_beside(path.resolve().parent):
+                module_spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[module_name]
+            raise UserError(f"--model-file: running '{path}' failed: {first_line(exc)}") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as exc:
+            raise UserError(f"--model-file: cannot import '{target}': {first_line(exc)}") from None
+        path = Path(module.__file__) if getattr(module, "__file__", None) else None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise UserError(f"--model-file: '{target}' has no function '{name}'")
+    return factory, path
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """Tensors by name from a .safetensors file or a .pt/.pth state dict (`weights_only=True`:
+    unpickling runs no code); anything else is a UserError."""
+    if not path.is_file():
+        raise UserError(f"--weights '{path}' does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise UserError(f"--weights '{path}': give a .safetensors file or a .pt/.pth state dict, not '{suffix or path.name}'")
+    if suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"--weights '{path}' is not a readable safetensors file ({first_line(exc)})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"--weights '{path}' cannot be read by torch.load(weights_only=True) ({type(exc).__name__}: "
+                        "a whole pickled model, or not a torch file); to extract the tensors of a pickled model: "
+                        f"odebench convert {path} OUT.safetensors") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserError(f"--weights '{path}' holds a {type(state).__name__}, not a state dict of tensors; "
+                        f"try: odebench convert {path} OUT.safetensors --key state_dict")
+    return state
+
+
+def load_weights(net: nn.Module, path: Path) -> None:
+    """Load a weights file into `net` (strict); a mismatch names the first differing tensors."""
+    state = read_weights(path)
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state
+                and isinstance(own[k], Tensor) and state[k].shape != own[k].shape]
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    problems = [f"{what}: {some(names)}" for what, names in
+                (("missing", missing), ("unexpected", unexpected), ("shape differs", reshaped)) if names]
+    if problems:
+        raise UserError(f"--weights '{path}' do not fit the model ({'; '.join(problems)})")
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"--weights '{path}' do not fit the model ({' '.join(str(exc).split())})") from None
+
+
+def load_torchscript(path: Path) -> nn.Module:
+    """A scripted or traced model (`torch.jit.load`, on the CPU)."""
+    if not path.is_file():
+        raise UserError(f"--torchscript '{path}' does not exist")
+    try:
+        with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; asked for here, it is no news
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise UserError(f"--torchscript '{path}' is not a TorchScript file ({first_sentence(exc)})") from None
+
+
+def load_timm(name: str, info: DatasetInfo) -> tuple[nn.Module, str]:
+    """timm's architecture `name` for the dataset's channels and classes, randomly initialised
+    (`pretrained=False`: nothing is downloaded); returns (net, timm version)."""
+    try:
+        import timm
+    except ImportError:
+        raise UserError("--model timm:NAME needs timm: pip install odebench[timm]") from None
+    try:
+        net = timm.create_model(name, pretrained=False, num_classes=info.num_classes, in_chans=info.in_channels)
+    except Exception as exc:
+        raise UserError(f"--model timm:{name}: timm cannot build it ({first_line(exc)})") from None
+    return net, str(getattr(timm, "__version__", ""))
+
+
+def module_meta(architecture: str, info: DatasetInfo, weights_sha256: str, source_sha256: str = "",
+                **extra: Any) -> dict[str, Any]:
+    """The metadata a `Target` needs (as a checkpoint's meta.json gives it) for a model given as code."""
+    return {"format": FORMAT, "model": architecture, "dataset": info.name, "dataset_info": info.to_dict(),
+            "method": "unknown", "weights_sha256": weights_sha256, "source_sha256": source_sha256, **extra}
+
+
+def class_source_sha256(model: nn.Module) -> str:
+    """SHA-256 of the file defining `model`'s class ('' where there is none, e.g. a notebook cell)."""
+    try:
+        path = inspect.getsourcefile(type(model))
+    except TypeError:
+        return ""
+    return sha256_file(Path(path)) if path and Path(path).is_file() else ""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model named on the command line by code: exactly one of `factory` ('FILE.py:NAME' or
+    'package.module:NAME', called with no arguments), `torchscript` (a file) and `timm` (an
+    architecture name). `weights` load into a factory's or timm's network; `normalize`
+    ('MEANS/STDS' or 'dataset', see `parse_normalize`) wraps a network expecting normalised input."""
+
+    factory: str | None = None
+    torchscript: Path | None = None
+    timm: str | None = None
+    weights: Path | None = None
+    normalize: str | None = None
+
+    @classmethod
+    def from_options(cls, model_file: str | None, weights: Path | None, torchscript: Path | None,
+                     model: str | None, normalize: str | None) -> "ModelSource | None":
+        """The CLI's flags -> a source, None when no model is given as code; bad combinations are UserErrors."""
+        given = [flag for flag, value in (("--model-file", model_file), ("--torchscript", torchscript),
+                                          ("--model", model)) if value]
+        if len(given) > 1:
+            raise UserError(f"give one of --model-file, --torchscript and --model, not {' and '.join(given)}")
+        if not given:
+            for flag, value in (("--weights", weights), ("--normalize", normalize)):
+                if value:
+                    raise UserError(f"{flag} applies to a model given by --model-file, --torchscript or --model")
+            return None
+        if torchscript and weights:
+            raise UserError("--weights does not apply to --torchscript (a TorchScript file holds its weights)")
+        timm_name = None
+        if model:
+            kind, _, timm_name = model.partition(":")
+            if kind != "timm" or not timm_name:
+                raise UserError(f"--model '{model}': give timm:NAME (e.g. timm:resnet18); odebench's own models "
+                                "are trained with odebench train and given with --checkpoint")
+        return cls(model_file, Path(torchscript) if torchscript else None, timm_name,
+                   Path(weights) if weights else None, normalize)
+
+    @property
+    def label(self) -> str:
+        """How tables name the model: file stem (or module) and factory, the TorchScript file's stem, timm:NAME."""
+        if self.factory:
+            target, _, name = self.factory.rpartition(":")
+            stem = Path(target).stem if target.endswith(".py") else target.rsplit(".", 1)[-1]
+            return f"{stem}:{name}"
+        return self.torchscript.stem if self.torchscript else f"timm:{self.timm}"
+
+    def build(self, info: DatasetInfo) -> tuple[nn.Module, Path | None, dict[str, Any]]:
+        """The network with its weights loaded, its source file (for a factory) and extra metadata."""
+        source: Path | None = None
+        extra: dict[str, Any] = {}
+        if self.factory:
+            factory, source = load_factory(self.factory)
+            try:
+                if source is not None:
+                    with _importable_beside(source.resolve().parent):
+                        net = factory()
+                else:
+                    net = factory()
+            except Exception as exc:
+                raise UserError(f"--model-file: {self.factory}() raised {first_line(exc)}") from None
+            if not isinstance(net, nn.Module):
+                raise UserError(f"--model-file: {self.factory}() returned a {type(net).__name__}, not a torch.nn.Module")
+        elif self.torchscript:
+            net = load_torchscript(self.torchscript)
+        else:
+            net, extra["timm_version"] = load_timm(str(self.timm), info)
+        if self.weights:
+            load_weights(net, self.weights)
+        return net, source, extra
+
+    def load(self, info: DatasetInfo, sample: Tensor, device: torch.device) -> tuple[nn.Module, dict[str, Any], Path]:
+        """Build, load the weights, wrap for [0, 1] pixels and check against `sample` (dataset images);
+        returns (model in eval mode on `device`, meta, the path the CSV's checkpoint column names)."""
+        net, source, extra = self.build(info)
+        normalize = parse_normalize(self.normalize, info) if self.normalize else None
+        model = wrap(net, normalize).to(device).eval()
+        check_logits(model, info, sample.to(device), self.label)
+        weights = self.weights or self.torchscript
+        meta = module_meta(
+            self.factory or ("torchscript" if self.torchscript else f"timm:{self.timm}"), info,
+            sha256_file(weights) if weights else state_sha256(net), sha256_file(source) if source else "",
+            name=self.label, weights=str(weights) if weights else "", source=str(source) if source else "",
+            normalize={"mean": list(normalize[0]), "std": list(normalize[1])} if normalize else None, **extra,
+        )
+        return model, meta, Path(weights or source or self.label)

@@ -1,0 +1,36 @@
+"""Train one of the strong preset's checkpoints into the directory `odebench reproduce --preset strong`
+reuses, so the four trainings can run as separate processes (one per core):
+
+    OMP_NUM_THREADS=1 python scripts/strong/train_one.py yan_twin --data-dir ../shared/data
+
+Resumes an interrupted run; the TrainConfig is the preset's own (experiments.paper.table1_models).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from robustbench_ode.cli_reporter import RichReporter
+from robustbench_ode.experiments.paper import table1_models
+from robustbench_ode.experiments.presets import PRESETS
+from robustbench_ode.experiments.reproduce import ensure_trained
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("key", help="yan_twin, yan_ode, yan_twin-noise or yan_ode-noise")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default="runs/reproduce", help="reproduce's --out")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    preset = PRESETS["strong"]
+    specs = {s.key: s for s in table1_models(preset, "mnist", "mnist")}
+    if args.key not in specs:
+        ap.error(f"unknown key {args.key!r} (choose from {', '.join(specs)})")
+    ensure_trained(specs[args.key], Path(args.out) / preset.name / "models", args.data_dir, args.device, 0, RichReporter(Console()))
+
+
+if __name__ == "__main__":
+    main()

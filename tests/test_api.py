@@ -1,0 +1,115 @@
+"""The Python API is the command line's engine: `evaluate` returns exactly the rows of results.csv,
+`audit` the verdict table, and the example in docs/api.md runs."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from torch import nn
+
+import robustbench_ode
+from robustbench_ode.api import read_results
+from robustbench_ode.checkpoint import load_checkpoint
+from robustbench_ode.data import balanced_subset
+from robustbench_ode.errors import UserError
+
+from .helpers import odebench, train_tiny
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+ATTACKS = ["fgsm", ("pgd", {"steps": 5})]
+CLI_GRID = ["-a", "fgsm", "-a", "pgd", "--attack-arg", "pgd.steps=5", "--eps", "0,0.1", "--n-samples", "50",
+            "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("api") / "run"
+    train_tiny(out, epochs=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cli_csv(ckpt, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("cli")
+    proc = odebench("attack", "-c", ckpt, *CLI_GRID, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return read_results(out / "results.csv")
+
+
+def test_the_api_dataframe_equals_the_cli_csv_for_the_same_model_attack_eps_and_samples(ckpt, cli_csv):
+    df = robustbench_ode.evaluate(ckpt, "digits", attacks=ATTACKS, eps=[0, 0.1], n_samples=50)
+    assert list(df.columns) == list(cli_csv.columns)
+    pd.testing.assert_frame_equal(df.drop(columns="wall_s"), cli_csv.drop(columns="wall_s"))
+
+
+def test_an_in_memory_module_gets_the_same_numbers_and_hash_as_its_checkpoint(ckpt, cli_csv):
+    model, _ = load_checkpoint(ckpt)
+    df = robustbench_ode.evaluate(model, "digits", attacks=ATTACKS, eps=[0, 0.1], n_samples=50, name="mine")
+    assert list(df.columns) == list(cli_csv.columns)
+    same = ["checkpoint_sha", "attack", "attack_args", "eps", "n", "clean_acc", "robust_acc", "grad_calls"]
+    pd.testing.assert_frame_equal(df[same], cli_csv[same])
+    assert set(df["model"]) == {"mine"} and df["code_sha"].str.len().eq(16).all()
+
+
+def test_with_out_the_api_writes_the_files_the_cli_writes_and_reuses_finished_cells(ckpt, tmp_path):
+    df = robustbench_ode.evaluate(ckpt, "digits", attacks=["fgsm"], eps=[0.1], n_samples=20, out=tmp_path)
+    for name in ("results.csv", "results.md", "accuracy_vs_eps.png", "provenance.jsonl"):
+        assert (tmp_path / name).exists()
+    pd.testing.assert_frame_equal(df, read_results(tmp_path / "results.csv"))
+    again = robustbench_ode.evaluate(ckpt, "digits", attacks=["fgsm"], eps=[0.1], n_samples=20, out=tmp_path)
+    pd.testing.assert_frame_equal(again, df)  # read back: even wall_s is the first run's
+
+
+def test_the_api_attacks_tensors_and_wraps_a_network_that_expects_normalised_input(ckpt, digits):
+    model, meta = load_checkpoint(ckpt)
+    x, y = digits.test_x[:40], digits.test_y[:40]
+    plain = robustbench_ode.evaluate(model, (x, y), attacks=["fgsm"], eps=[0.1], n_samples=None)
+    body = robustbench_ode.evaluate(model.body, (x, y), attacks=["fgsm"], eps=[0.1], n_samples=None,
+                                    normalize=(meta["dataset_info"]["mean"], meta["dataset_info"]["std"]))
+    assert plain["dataset"].iloc[0] == "tensors (1x8x8)" and plain["n"].iloc[0] == 40
+    assert (body["clean_acc"].iloc[0], body["robust_acc"].iloc[0]) == (plain["clean_acc"].iloc[0],
+                                                                       plain["robust_acc"].iloc[0])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, y: robustbench_ode.evaluate(m, (x * 255, y), attacks=["fgsm"]), "pixels in [0, 1]"),
+    (lambda m, x, y: robustbench_ode.evaluate(m, (x, y[:3]), attacks=["fgsm"]), "(N,) tensor of labels"),
+    (lambda m, x, y: robustbench_ode.evaluate("not a model dir", "digits"), "does not exist"),
+    (lambda m, x, y: robustbench_ode.evaluate(42, "digits"), "not a int"),
+    (lambda m, x, y: robustbench_ode.evaluate(nn.Linear(64, 10), "digits"), "fails on digits images"),
+    (lambda m, x, y: robustbench_ode.evaluate(m, "digits", attacks=["nope"]), "unknown attack"),
+    (lambda m, x, y: robustbench_ode.evaluate(m, (x, y + 10), attacks=["fgsm"]), "labels must lie in 0..9"),
+])
+def test_bad_api_input_is_a_user_error_with_one_line(trained, digits, call, message):
+    with pytest.raises(UserError) as info:
+        call(trained, digits.test_x[:10], digits.test_y[:10])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_audit_returns_the_verdict_table_and_names_the_checks_that_do_not_apply(trained, digits, tmp_path):
+    idx = balanced_subset(digits.test_y, 30)
+    table = robustbench_ode.audit(trained, digits.test_x[idx], digits.test_y[idx], apgd_steps=5, square_queries=20,
+                                  spsa_steps=2, spsa_samples=4, out=tmp_path)
+    assert list(table.columns) == ["check", "verdict", "numbers", "explanation", "seconds"] and len(table) == 5
+    assert table.attrs["verdict"].startswith("verdict: PASS")
+    assert table.attrs["not_applicable"].startswith("not applicable: ODE solver surrogate")
+    assert table.attrs["verdict"] in (tmp_path / "audit.md").read_text()
+
+
+def test_audit_is_callable_as_robustbench_ode_audit_although_the_audit_package_shares_the_name(monkeypatch):
+    import robustbench_ode.audit.checks  # noqa: F401  (the import binds robustbench_ode.audit to the package)
+    from robustbench_ode import api
+
+    monkeypatch.setattr(api, "audit", lambda *args, **kwargs: ("api.audit", args, kwargs))
+    assert robustbench_ode.audit(1, 2, 3, eps=0.1) == ("api.audit", (1, 2, 3), {"eps": 0.1})
+    assert robustbench_ode.audit.run_checks is robustbench_ode.audit.checks.run_checks  # still the package
+
+
+def test_the_example_in_docs_api_md_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S)
+    exec(compile(blocks[-1], str(DOCS), "exec"), {"__name__": "docs_api_example"})
+    printed = capsys.readouterr().out
+    assert "verdict: PASS" in printed and "not applicable: ODE solver surrogate" in printed
+    assert printed.splitlines()[0] in DOCS.read_text()  # the documented output has the printed columns
