@@ -32,30 +32,36 @@ NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 CPU flags with bf16 arith
 TIMING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # written next to every timing
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where that file does not exist)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where that file does not exist)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if not line.strip():
+            break  # the next processor's block repeats the same fields
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def _flags(info: dict[str, str]) -> set[str]:
+    return set((info.get("flags") or info.get("Features") or "").split())  # x86 | ARM
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where that file does not exist)."""
+    return _flags(_cpuinfo())
 
 
 def cpu_description() -> dict[str, object]:
     """CPU model and the flags that decide speed, for provenance next to timings."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = cpu_flags()
-    return {"cpu": model, "cpu_flags": [f for f in TIMING_FLAGS if f in flags], "cores": os.cpu_count()}
+    info = _cpuinfo()
+    flags = _flags(info)
+    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+            "cpu_flags": [f for f in TIMING_FLAGS if f in flags], "cores": os.cpu_count()}
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,6 @@ class Precision:
     @property
     def bf16(self) -> bool:
         return self.name == "bf16"
-
-    @property
-    def channels_last(self) -> bool:
-        """channels_last goes with bf16: oneDNN's fast bf16 convolutions want that layout."""
-        return self.bf16
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """bf16 autocast on `device` when bf16; a no-op for fp32."""
