@@ -86,15 +86,18 @@ def train(
     lr_step: Optional[int] = typer.Option(None, help="epochs between halvings for the halve schedule (50)"),
     method: Optional[str] = typer.Option(None, help="training method: standard, or an adversarial one (odebench list)"),
     method_arg: Optional[list[str]] = typer.Option(None, "--method-arg", help="method option key=value"),
-    augment: Optional[str] = typer.Option(None, help="training-input noise: gaussian:SIGMA[,SIGMA...][:p=P], e.g. "
-                                          "gaussian:100/255 (clamped to [0, 1], training batches only; composes with --method)"),
+    augment: Optional[str] = typer.Option(None, help="training-input augmentations, '+'-separated: crop:PAD, flip, "
+                                          "gaussian:SIGMA[,SIGMA...][:p=P]; e.g. crop:4+flip or gaussian:100/255 "
+                                          "(training batches only; composes with --method)"),
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
     download: bool = typer.Option(False, help="let torchvision download missing datasets"),
     subset: Optional[int] = typer.Option(None, help="class-balanced training subset of N images"),
     seed: Optional[int] = typer.Option(None, help="random seed (default 0)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
-    amp: Optional[str] = typer.Option(None, help="none or bf16 (autocast; final accuracy is measured in fp32)"),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last", help="channels_last layout (faster BatchNorm ResNets on CPU)"),
+    precision: Optional[str] = typer.Option(None, help="auto (default: bf16 autocast where the hardware computes bf16 "
+                                            "natively, else fp32), fp32 or bf16; test accuracy is measured in fp32"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="channels_last layout for BatchNorm conv nets (default: with bf16 on CPU)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<model>-<dataset>-s<seed>)"),
     resume: bool = typer.Option(False, help="continue an interrupted run in --out from its last completed epoch"),
 ) -> None:
@@ -104,7 +107,7 @@ def train(
     values = _load_toml(config)
     flags = dict(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                  weight_decay=weight_decay, schedule=schedule, lr_step=lr_step, method=method, augment=augment,
-                 data_dir=data_dir, subset=subset, seed=seed, device=device, amp=amp, channels_last=channels_last)
+                 data_dir=data_dir, subset=subset, seed=seed, device=device, precision=precision, channels_last=channels_last)
     values.update({k: v for k, v in flags.items() if v is not None})
     if download:
         values["download"] = True
@@ -165,6 +168,8 @@ _NORMALIZE = typer.Option(None, "--normalize", help="your model expects normalis
                           "ε stays in [0, 1] pixel units")
 _PRECISION = typer.Option("auto", help="attack gradients in bf16 where this machine computes it natively (auto), "
                           "or fp32 / bf16; every reported decision is fp32")
+_PRECISION_ALL = typer.Option("auto", help="training steps and attack gradients in bf16 where this machine computes "
+                              "it natively (auto), or fp32 / bf16; every reported accuracy and decision is fp32")
 _DATASET = typer.Option(None, "--dataset", "-d", help="dataset to evaluate on (default: the checkpoints', else digits)")
 
 
@@ -285,12 +290,13 @@ def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="where models and results go"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, help="random seed"),
+    precision: str = _PRECISION_ALL,
 ) -> None:
     """Main job, offline: train a ResNet and a Neural ODE on the embedded digits, attack with FGSM and PGD."""
     from .cli_reporter import RichReporter
     from .experiments.quickstart import run_quickstart
 
-    run_quickstart(out, device, RichReporter(console), seed)
+    run_quickstart(out, device, RichReporter(console), seed, precision)
 
 
 @app.command()
@@ -316,6 +322,8 @@ def audit(
     model: Optional[str] = _MODEL,
     normalize: Optional[str] = _NORMALIZE,
     dataset: Optional[str] = _DATASET,
+    precision: str = typer.Option("fp32", help="gradient attacks' gradients: fp32 (default: the audit judges "
+                                  "gradient quality, and bf16's weaker gradients would read as masking), auto or bf16"),
 ) -> None:
     """Check a checkpoint (or your own model) for gradient masking (Carlini et al. 2019); write audit.md / audit.json."""
     from .audit.command import parse_radius, run_audit
@@ -323,7 +331,8 @@ def audit(
     run_audit(checkpoint, console, model=_model_source(model_file, weights, torchscript, model, normalize),
               dataset=dataset, data_dir=data_dir, n_samples=n_samples,
               eps=None if eps is None else parse_radius("--eps", eps), large_eps=parse_radius("--large-eps", large_eps),
-              device=device, out=out, seed=seed, ode_backend=ode_backend, square_queries=square_queries, spsa_steps=spsa_steps,
+              device=device, out=out, seed=seed, ode_backend=ode_backend, precision=precision,
+              square_queries=square_queries, spsa_steps=spsa_steps,
               spsa_samples=spsa_samples, boundary_steps=boundary_steps, apgd_steps=apgd_steps)
 
 
@@ -365,12 +374,15 @@ def reproduce(
     cifar: Optional[str] = typer.Option(None, help="dataset for CIFAR-10 (default: cifar10 if its files exist, else cifar10-jpeg)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, help="random seed"),
+    precision: str = _PRECISION_ALL,
+    zoo: Optional[Path] = typer.Option(Path("zoo"), help="finished checkpoints to use instead of training "
+                                       "(<zoo>/<preset>/<dataset>/<key>/, taken only if trained with the same settings)"),
 ) -> None:
     """Reproduce the paper's experiments: train missing checkpoints, attack, compare with the published numbers."""
     from .cli_reporter import RichReporter
     from .experiments.reproduce import reproduce as run
 
-    run(experiments, preset, out, data_dir, device, seed, only, cifar, RichReporter(console))
+    run(experiments, preset, out, data_dir, device, seed, only, cifar, RichReporter(console), precision, zoo)
 
 
 @app.command()

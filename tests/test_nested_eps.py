@@ -31,8 +31,10 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 def _job(ckpt: Path, out: Path, **kw) -> AttackJob:
+    # fp32 gradients: under bf16 a claim the fp32 decision rejects is attacked further, which costs
+    # gradient calls beyond STEPS per survivor (tests/test_precision.py covers that path)
     base = dict(checkpoints=[ckpt], attacks=[RANDOM_PGD], eps=GRID, out=out, n_samples=80, batch_size=40,
-                device="cpu")
+                device="cpu", precision="fp32")
     return AttackJob(**(base | kw))
 
 

@@ -126,3 +126,26 @@ def test_an_attack_records_its_precision_in_the_csv_and_provenance(tmp_path):
     record = json.loads((tmp_path / "out" / "provenance.jsonl").read_text().splitlines()[-1])
     assert (record["precision"], record["precision_requested"]) == ("bf16", "bf16")
     assert "cpu_flags" in record["cpu"]
+
+
+def test_the_audit_reports_fp32_decisions_when_its_gradient_attacks_run_in_bf16():
+    from robustbench_ode.audit.checks import Bench, pgd
+
+    x, y = torch.rand(12, 1, 4, 4), torch.zeros(12, dtype=torch.long)
+    bench = Bench(DifferentInBf16(), x, y, precision=Precision("bf16", "bf16", "test"))
+    # bf16 gradients claim every point; the fp32 model rejects the claims and its own search finds nothing
+    assert bool(bench.robust("PGD-10", pgd(10, 0.1, seed=0), 0.1).all())
+
+
+def test_the_audit_records_the_gradient_precision_and_defaults_to_fp32(tmp_path):
+    import json
+
+    from .helpers import odebench, train_tiny
+
+    train_tiny(tmp_path / "run", epochs=1)
+    budgets = ["--n-samples", "12", "--apgd-steps", "2", "--square-queries", "5", "--spsa-steps", "1",
+               "--spsa-samples", "2", "--device", "cpu"]
+    for flag, expected in (([], "fp32"), (["--precision", "bf16"], "bf16")):
+        proc = odebench("audit", tmp_path / "run", *budgets, *flag, "--out", tmp_path / expected)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((tmp_path / expected / "audit.json").read_text())["gradient precision"] == expected

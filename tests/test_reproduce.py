@@ -12,7 +12,7 @@ from robustbench_ode.reporting import SILENT
 @pytest.fixture(scope="module")
 def fast_all(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
-    reproduce(["all"], "fast", out, str(shared_data), "cpu", 0, None, None, SILENT)
+    reproduce(["all"], "fast", out, str(shared_data), "cpu", 0, None, None, SILENT, precision="fp32")
     return out / "fast"
 
 
@@ -52,9 +52,33 @@ def test_a_rerun_reuses_checkpoints_and_cells(fast_all, shared_data):
     before = {p: p.stat().st_mtime_ns for p in fast_all.glob("models/*/*/model.safetensors")}
     csv = fast_all / "E2" / "mnist" / "results.csv"
     rows = len(pd.read_csv(csv))
-    reproduce(["E2"], "fast", fast_all.parent, str(shared_data), "cpu", 0, "mnist", None, SILENT)
+    reproduce(["E2"], "fast", fast_all.parent, str(shared_data), "cpu", 0, "mnist", None, SILENT, precision="fp32")
     assert {p: p.stat().st_mtime_ns for p in fast_all.glob("models/*/*/model.safetensors")} == before
     assert len(pd.read_csv(csv)) == rows
+
+
+def test_precision_reaches_every_training_and_attack(fast_all):
+    import json
+
+    metas = [json.loads(p.read_text()) for p in (fast_all / "models").glob("*/*/meta.json")]
+    assert metas and {m["training"]["precision"] for m in metas} == {"fp32"}
+    assert {m["training"]["precision_requested"] for m in metas} == {"fp32"}
+    frames = [pd.read_csv(p) for p in fast_all.glob("E*/*/results.csv")]
+    assert frames and set(pd.concat(frames)["precision"]) == {"fp32"}
+
+
+def test_the_cpu_presets_resnets_use_the_fast_recipe_on_every_training_image():
+    exp = build("E2", CPU, {"mnist": "mnist", "cifar10": "cifar10-jpeg"})
+    for part in exp.parts:
+        resnet, ode = part.models
+        kind = "mnist" if part.dataset == "mnist" else "cifar10"
+        assert resnet.train.subset is None and ode.train.subset == CPU.train_subset[kind]
+        assert (resnet.train.schedule, resnet.train.method_options) == ("onecycle", {})  # no label smoothing
+        assert resnet.train.augment == ("crop:4+flip" if "cifar" in part.dataset else "")
+        assert ode.train.schedule == "auto" and ode.train.augment == ""
+    assert any("on all training images" in change for change in exp.changes)
+    e5_preact = build("E5", CPU, {"cifar10": "cifar10-jpeg"}).parts[0].models[0]
+    assert e5_preact.train.subset == CPU.train_subset["cifar10"] and e5_preact.train.schedule == "auto"
 
 
 def test_every_non_paper_preset_says_what_it_changed():
@@ -101,3 +125,32 @@ def test_a_finished_checkpoint_trained_with_other_settings_is_never_reused(tmp_p
                                            epochs=2, batch_size=128))
     with pytest.raises(UserError, match="trained with other settings"):
         ensure_trained(longer, tmp_path, None, "cpu", 0, SILENT)
+
+
+def test_a_zoo_checkpoint_trained_with_the_same_settings_is_used_instead_of_training(tmp_path):
+    import json
+
+    from robustbench_ode.experiments.reproduce import ensure_trained
+    from robustbench_ode.experiments.spec import ModelSpec
+    from robustbench_ode.reporting import SilentReporter
+    from robustbench_ode.training.trainer import TrainConfig
+
+    class Lines(SilentReporter):
+        def __init__(self):
+            self.lines = []
+
+        def line(self, text):
+            self.lines.append(text)
+
+    spec = ModelSpec("tiny", TrainConfig(model="resnet_small", dataset="digits", model_options={"width": 4},
+                                         epochs=1, batch_size=128))
+    zoo_run = ensure_trained(spec, tmp_path / "zoo", None, "cpu", 0, SILENT)
+    (zoo_run / "train_state.pt").unlink()  # the zoo keeps weights, meta and config only
+    lines = Lines()
+    run_dir = ensure_trained(spec, tmp_path / "models", None, "cpu", 0, lines, zoo=tmp_path / "zoo")
+    assert any("zoo checkpoint" in line for line in lines.lines) and not (run_dir / "train_state.pt").exists()
+    assert json.loads((run_dir / "meta.json").read_text()) == json.loads((zoo_run / "meta.json").read_text())
+    longer = ModelSpec("tiny", TrainConfig(model="resnet_small", dataset="digits", model_options={"width": 4},
+                                           epochs=2, batch_size=128))
+    other = ensure_trained(longer, tmp_path / "other", None, "cpu", 0, SILENT, zoo=tmp_path / "zoo")
+    assert json.loads((other / "meta.json").read_text())["epochs"] == 2  # trained, not taken from the zoo

@@ -84,7 +84,7 @@ def test_recipes_follow_the_paper_adam_halving_for_odes_sgd_steps_for_resnets():
 
 
 @pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"optimizer": "rmsprop"},
-                                 {"amp": "fp8"}, {"schedule": "cosine"}])
+                                 {"precision": "fp8"}, {"schedule": "cosine"}])
 def test_out_of_range_settings_are_user_errors_naming_the_setting(tmp_path, bad):
     (name,) = bad
     with pytest.raises(UserError, match=f"^{name} must be") as err:
@@ -131,3 +131,71 @@ def test_label_smoothing_mixes_the_uniform_distribution_into_the_targets():
     assert loss == pytest.approx(expected, rel=1e-5)
     with pytest.raises(UserError, match="label_smoothing"):
         build_method("standard", {"label_smoothing": "1.5"})
+
+
+def test_auto_precision_trains_in_fp32_where_bf16_is_not_native_and_records_it(tmp_path, monkeypatch):
+    from robustbench_ode import precision as prec
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"sse2", "avx2"})
+    trainer = Trainer(TrainConfig(**(TINY | {"epochs": 1})), tmp_path / "run")
+    meta = trainer.run()
+    assert (meta["training"]["precision"], meta["training"]["precision_requested"]) == ("fp32", "auto")
+    assert meta["training"]["channels_last"] is False  # the layout goes with bf16 unless asked for
+    assert [h["precision"] for h in meta["history"]] == ["fp32"]
+
+
+def test_auto_precision_trains_in_bf16_on_native_bf16_cpus_and_measures_test_accuracy_in_fp32(tmp_path, monkeypatch):
+    from robustbench_ode import precision as prec
+    from robustbench_ode.training import methods, trainer
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    seen = []
+    real_step = methods.Standard.train_step
+    monkeypatch.setattr(methods.Standard, "train_step",
+                        lambda self, *a: seen.append(torch.is_autocast_enabled("cpu")) or real_step(self, *a))
+    real_evaluate = trainer.evaluate
+
+    def evaluate_outside_autocast(*args):
+        seen.append(("evaluate", torch.is_autocast_enabled("cpu")))
+        return real_evaluate(*args)
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate_outside_autocast)
+    meta = Trainer(TrainConfig(**(TINY | {"epochs": 1})), tmp_path / "run").run()
+    assert meta["training"]["precision"] == "bf16" and meta["training"]["channels_last"] is True
+    assert seen[:-1] and all(s is True for s in seen[:-1]) and seen[-1] == ("evaluate", False)
+
+
+def test_a_run_resumes_in_another_precision_and_each_epoch_says_which(tmp_path):
+    cfg = TINY | {"epochs": 2, "precision": "bf16"}
+
+    def stop(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(**cfg), tmp_path / "run").run(on_epoch=stop)
+    meta = Trainer(TrainConfig(**(cfg | {"precision": "fp32"})), tmp_path / "run", resume=True).run()
+    assert [h["precision"] for h in meta["history"]] == ["bf16", "fp32"]
+
+
+def test_runs_written_with_the_old_amp_field_are_still_recognised(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from robustbench_ode.training.trainer import CONFIG, trained_with
+
+    cfg = TrainConfig(**TINY)
+    stored = asdict(cfg)
+    del stored["precision"]
+    (tmp_path / CONFIG).write_text(json.dumps(stored | {"amp": "bf16", "channels_last": True}))
+    assert trained_with(tmp_path, cfg)
+    assert not trained_with(tmp_path, TrainConfig(**(TINY | {"lr": 0.01})))
+
+
+def test_train_names_an_unknown_precision_in_one_line_and_writes_nothing(tmp_path):
+    from .helpers import odebench
+    from .test_cli import one_line_error
+
+    proc = odebench("train", "--model", "resnet_small", "--precision", "fp16", "--epochs", "1", "--out", tmp_path / "run")
+    assert "--precision" in one_line_error(proc)
+    assert not (tmp_path / "run").exists()

@@ -17,7 +17,7 @@ from robustbench_ode.experiments.reproduce import reproduce
 from robustbench_ode.models import build_model, nfe_of
 from robustbench_ode.models.odenet import ODE_PRESETS, ODEClassifier
 from robustbench_ode.reporting import SILENT
-from robustbench_ode.training.methods import parse_augment
+from robustbench_ode.training.augment import parse_augment
 from robustbench_ode.training.trainer import CONFIG, STATE, TrainConfig, Trainer, trained_with
 
 from .helpers import TINY, odebench
@@ -197,7 +197,7 @@ def test_the_strong_preset_trains_both_twins_with_and_without_noise_on_all_of_mn
     assert not any("AutoAttack row (not in the paper)" in change for change in exp.changes)
     assert all(any(aug in change for change in exp.changes) for aug in augments - {""})
     for spec in models:  # one recipe: a one-cycle schedule, bf16 training steps (fixed-step solvers only)
-        assert (spec.train.schedule, spec.train.amp, spec.train.epochs) == ("onecycle", "bf16", STRONG_EPOCHS)
+        assert (spec.train.schedule, spec.train.precision, spec.train.epochs) == ("onecycle", "auto", STRONG_EPOCHS)
     with pytest.raises(UserError, match="strong preset"):
         build("E5", STRONG, {"mnist": "mnist", "cifar10": "cifar10"})
 

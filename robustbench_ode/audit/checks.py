@@ -17,6 +17,7 @@ from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
 from ..evaluation.verdict import VERIFY_ROUNDS, predict, robust_mask
 from ..models.base import batch_dependent
+from ..precision import FP32, GradientsIn, Precision
 from ..registry import ATTACKS
 from .gradients import gradient_stats
 from .masking import LINF_ALL_GREY, noise_tolerance
@@ -69,9 +70,10 @@ class Bench:
     """
 
     def __init__(self, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 250,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", precision: Precision = FP32) -> None:
         self.model, self.x, self.y = model, x, y
         self.batch_size, self.device = batch_size, torch.device(device)
+        self.precision = precision  # of gradient attacks' gradients; every decision is the fp32 model's
         self.correct = self.decide(x) == y
         self._robust: dict[str, Tensor] = {}
 
@@ -95,8 +97,11 @@ class Bench:
         """Per-sample robustness to `attack` whose gradients come from `source` (default: the model;
         its decisions must be the model's, e.g. `GradientFrom`), cached by label."""
         if label not in self._robust:
-            self._robust[label] = robust_mask(attack, source or self.model, self.decide, self.x, self.y, self.correct,
-                                              eps, self.batch_size, self.device, rounds=VERIFY_ROUNDS)[0]
+            crafter = source or self.model
+            precision = self.precision.for_model(self.model) if attack.uses_gradients else FP32
+            self._robust[label] = robust_mask(
+                attack, GradientsIn(crafter, precision) if precision.bf16 else crafter, self.decide, self.x, self.y,
+                self.correct, eps, self.batch_size, self.device, rounds=VERIFY_ROUNDS, further=crafter)[0]
         return self._robust[label]
 
     def robust_minimal(self, label: str, attack: Attack, eps: float) -> Tensor:
@@ -312,9 +317,10 @@ class AuditResult:
 
 
 def run_checks(model: nn.Module, x: Tensor, y: Tensor, cfg: AuditConfig, device: torch.device | str = "cpu",
-               on_check: Callable[[str], None] | None = None) -> AuditResult:
-    """Run every check on `model` (pixels in [0, 1] -> logits) over the samples (x, y)."""
-    bench = Bench(model, x, y, batch_size=cfg.batch_size, device=device)
+               on_check: Callable[[str], None] | None = None, precision: Precision = FP32) -> AuditResult:
+    """Run every check on `model` (pixels in [0, 1] -> logits) over the samples (x, y); gradient
+    attacks' gradients in `precision` (decisions always fp32)."""
+    bench = Bench(model, x, y, batch_size=cfg.batch_size, device=device, precision=precision)
     results = []
     for check in CHECKS:
         if on_check:

@@ -14,6 +14,7 @@ from ..checkpoint import load_checkpoint
 from ..data import balanced_subset, load_dataset
 from ..data.base import DatasetInfo
 from ..errors import UserError
+from ..precision import resolve_precision
 from ..registry import parse_number
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
 from ..user_model import ModelSource
@@ -77,29 +78,34 @@ def run_audit(
     checkpoint: Path | None, console: Console, *, model: ModelSource | None = None, dataset: str | None = None,
     data_dir: str | None = None, n_samples: int = 200, eps: float | None = None, large_eps: float = 0.5,
     device: str = "auto", out: Path | None = None, seed: int = 0, ode_backend: str = "torchode",
-    **budgets: int | None,
+    precision: str = "fp32", **budgets: int | None,
 ) -> AuditResult:
     """Audit one checkpoint, or a model given as code (`model`), for gradient masking; write
     audit.md / audit.json (default `<checkpoint>/audit`, `runs/audit/<model>` for a model given as
     code) and print the verdict table and line. Fails are reported, not raised.
 
     `budgets` are `AuditConfig` fields (square_queries, spsa_steps, ...); None keeps the default.
-    Adaptive ODE blocks integrate with `ode_backend` (as `odebench attack` does).
+    Adaptive ODE blocks integrate with `ode_backend` (as `odebench attack` does). `precision` is
+    what gradient attacks' gradients run in (default fp32: the audit judges gradient quality, and a
+    bf16 gradient's weakness would read as masking); decisions are always fp32.
     """
     from ..evaluation.runner import ode_backend_of
 
     dev = resolve_device(device)
+    resolved = resolve_precision(precision, dev)
     net, meta, path, x, y, info = load_audited(checkpoint, model, dataset, data_dir, n_samples, dev)
     backend = ode_backend_of(net, ode_backend)
     cfg = audit_config(info, eps, large_eps, seed, budgets)
     seed_everything(seed)
     t0 = time.perf_counter()
     with console.status("auditing") as status:
-        result = run_checks(net, x, y, cfg, dev, on_check=lambda name: status.update(f"audit: {name}"))
+        result = run_checks(net, x, y, cfg, dev, on_check=lambda name: status.update(f"audit: {name}"),
+                            precision=resolved)
     wall = round(time.perf_counter() - t0, 1)
     name = model.label if model else path.name
     header = {"checkpoint": str(path), "model": meta["model"], "dataset": info.label,
-              "eps (L∞)": round(cfg.eps, 6), "ode_backend": backend or "n/a", "wall_s": wall}
+              "eps (L∞)": round(cfg.eps, 6), "ode_backend": backend or "n/a",
+              "gradient precision": resolved.for_model(net).name, "wall_s": wall}
     if model:
         header |= {k: meta[k] for k in ("weights_sha256", "source_sha256") if meta.get(k)}
     skipped = not_applicable(result)

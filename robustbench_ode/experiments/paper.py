@@ -29,13 +29,15 @@ def _model(key: str, dataset: str, spec: tuple[str, dict[str, Any], int, int], s
 def table1_models(p: Preset, kind: str, dataset: str) -> list[ModelSpec]:
     """The ResNet50 and the Neural ODE that E2, E3 and E4 attack, once per augmentation of the preset
     (its run-dir suffix appended to both keys)."""
-    subset = p.train_subset[kind]
     resnet_key, ode_key = p.table1_keys
+    roles = ((resnet_key, p.resnet[kind], p.resnet_train.get(kind, {})),
+             (ode_key, p.odenet[kind], {"lr": p.odenet_lr[kind]} | p.odenet_train.get(kind, {})))
     models = []
     for suffix, augment in p.augments.items():
-        train = {"test_subset": p.test_subset, "augment": augment} | p.table1_train
-        models += [_model(resnet_key + suffix, dataset, p.resnet[kind], subset, **train),
-                   _model(ode_key + suffix, dataset, p.odenet[kind], subset, **({"lr": p.odenet_lr[kind]} | train))]
+        for key, spec, role in roles:
+            train = {"test_subset": p.test_subset, "subset": p.train_subset[kind]} | role | p.table1_train
+            train["augment"] = "+".join(a for a in (role.get("augment", ""), augment) if a)
+            models.append(_model(key + suffix, dataset, spec, train.pop("subset"), **train))
     return models
 
 

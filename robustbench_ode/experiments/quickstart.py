@@ -26,11 +26,12 @@ MODELS = {
 EPS = [0.0, 0.05, 0.1, 0.2, 0.3]
 
 
-def run_quickstart(out: Path, device: str, reporter: Reporter, seed: int = 0) -> str:
-    """Train (or reuse) both models, then run FGSM and PGD-40 over EPS on 200 test digits."""
+def run_quickstart(out: Path, device: str, reporter: Reporter, seed: int = 0, precision: str = "auto") -> str:
+    """Train (or reuse) both models, then run FGSM and PGD-40 over EPS on 200 test digits; training
+    steps and attack gradients in `precision` (robustbench_ode.precision), every reported number fp32."""
     checkpoints = []
     for name, base in MODELS.items():
-        cfg = replace(base, device=device, seed=seed)
+        cfg = replace(base, device=device, seed=seed, precision=precision)
         run_dir = out / name
         if (run_dir / META).exists() and read_meta(run_dir).get("completed"):
             if not trained_with(run_dir, cfg):
@@ -41,5 +42,6 @@ def run_quickstart(out: Path, device: str, reporter: Reporter, seed: int = 0) ->
             run_training(cfg, run_dir, resume=run_dir.exists() and any(run_dir.iterdir()), reporter=reporter)
         checkpoints.append(run_dir)
     job = AttackJob(checkpoints=checkpoints, attacks=[AttackSpec.parse("fgsm", {}), AttackSpec.parse("pgd", {})],
-                    eps=EPS, out=out / "attack", n_samples=200, batch_size=200, seed=seed, device=device)
+                    eps=EPS, out=out / "attack", n_samples=200, batch_size=200, seed=seed, device=device,
+                    precision=precision)
     return run_attack_job(job, reporter)

@@ -1,13 +1,16 @@
 """`odebench reproduce`: train what is missing, run every table of an experiment, write a summary.
 
 Layout under --out (default runs/reproduce):
-  <preset>/models/<dataset>/<key>/      checkpoints, shared by experiments (resumed if interrupted)
+  <preset>/models/<dataset>/<key>/      checkpoints, shared by experiments (resumed if interrupted;
+                                        taken from --zoo <zoo>/<preset>/<dataset>/<key>/ when that
+                                        checkpoint was trained with the same settings)
   <preset>/<E>/<dataset>/results.*      the experiment's tables, with the paper's numbers beside ours
   <preset>/<E>/README.md                preset changes, commands, device, wall times, tables
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +24,7 @@ from ..report.paper import PAPER
 from ..reporting import Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device
 from ..training.run import run_training
-from ..training.trainer import STATE, trained_with
+from ..training.trainer import CONFIG, STATE, TrainConfig, trained_with
 from .paper import BUILDERS, build
 from .presets import PRESETS
 from .spec import Experiment, ModelSpec
@@ -40,11 +43,31 @@ def resolve_datasets(data_dir: str | None, only: str | None, cifar: str | None) 
     return datasets
 
 
+ZOO_FILES = (META, CONFIG, "model.safetensors")  # a finished checkpoint and the config that made it
+
+
+def from_zoo(zoo_dir: Path | None, run_dir: Path, cfg: TrainConfig, reporter: Reporter) -> bool:
+    """Copy `zoo_dir` (a finished checkpoint with its config.json) into the empty `run_dir` when it
+    was trained with `cfg`; True if it was. Loading verifies the weights' SHA-256 as for any run."""
+    if zoo_dir is None or not all((zoo_dir / name).is_file() for name in ZOO_FILES) or not trained_with(zoo_dir, cfg):
+        return False
+    if run_dir.exists() and any(run_dir.iterdir()):
+        return False  # an interrupted run of our own: resume it
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ZOO_FILES:
+        shutil.copyfile(zoo_dir / name, run_dir / name)
+    reporter.line(f"using the zoo checkpoint {zoo_dir}")
+    return True
+
+
 def ensure_trained(spec: ModelSpec, models_dir: Path, data_dir: str | None, device: str, seed: int,
-                   reporter: Reporter) -> Path:
-    """Reuse a finished checkpoint, resume an interrupted one, or train it."""
+                   reporter: Reporter, precision: str = "auto", zoo: Path | None = None) -> Path:
+    """Reuse a finished checkpoint (trained in any precision), take it from the zoo (`zoo`: the
+    folder holding `<dataset>/<key>/`), resume an interrupted one, or train it."""
     run_dir = models_dir / spec.train.dataset / spec.key
-    cfg = replace(spec.train, data_dir=data_dir, device=device, seed=seed)
+    cfg = replace(spec.train, data_dir=data_dir, device=device, seed=seed, precision=precision)
+    if not (run_dir / META).exists():
+        from_zoo(zoo / spec.train.dataset / spec.key if zoo else None, run_dir, cfg, reporter)
     if (run_dir / META).exists() and read_meta(run_dir).get("completed"):
         if not trained_with(run_dir, cfg):
             raise UserError(f"'{run_dir}' was trained with other settings than this preset asks for (see its "
@@ -56,20 +79,24 @@ def ensure_trained(spec: ModelSpec, models_dir: Path, data_dir: str | None, devi
 
 
 def run_experiment(exp: Experiment, out: Path, data_dir: str | None, device: str, seed: int,
-                   reporter: Reporter) -> str:
-    """Run all parts of one experiment; return the Markdown summary it writes."""
+                   reporter: Reporter, precision: str = "auto", zoo: Path | None = None) -> str:
+    """Run all parts of one experiment (training steps and attack gradients in `precision`;
+    checkpoints from `zoo`/<preset> where it has them); return the Markdown summary it writes."""
     exp_dir = out / exp.preset / exp.name
     models_dir = out / exp.preset / "models"
+    zoo = zoo / exp.preset if zoo else None
     reporter.rule(f"{exp.name}: {exp.title} — preset {exp.preset}")
     for change in exp.changes:
         reporter.note("  preset", change)
     for part in exp.parts:
         part_t0 = time.perf_counter()
-        checkpoints = [ensure_trained(m, models_dir, data_dir, device, seed, reporter) for m in part.models]
-        source = ensure_trained(part.source, models_dir, data_dir, device, seed, reporter) if part.source else None
+        checkpoints = [ensure_trained(m, models_dir, data_dir, device, seed, reporter, precision, zoo)
+                       for m in part.models]
+        source = ensure_trained(part.source, models_dir, data_dir, device, seed, reporter, precision, zoo) \
+            if part.source else None
         job = AttackJob(checkpoints=checkpoints, attacks=part.attacks, eps=part.eps, out=exp_dir / part.dataset,
                         eps_scale=part.eps_scale, n_samples=part.n_samples, seed=seed, device=device,
-                        data_dir=data_dir, source=source, paper=exp.name,
+                        data_dir=data_dir, source=source, paper=exp.name, precision=precision,
                         extra={"experiment": exp.name, "preset": exp.preset, "preset_changes": exp.changes})
         run_attack_job(job, reporter)
         _add_wall_time(exp_dir / part.dataset / "wall_time.json", time.perf_counter() - part_t0)
@@ -105,7 +132,8 @@ def _summary(exp: Experiment, exp_dir: Path, device: str) -> str:
 
 
 def reproduce(names: list[str], preset: str, out: Path, data_dir: str | None, device: str, seed: int,
-              only: str | None, cifar: str | None, reporter: Reporter) -> None:
+              only: str | None, cifar: str | None, reporter: Reporter, precision: str = "auto",
+              zoo: Path | None = None) -> None:
     """Build and run the named experiments ('all' for E1-E5) at a preset."""
     if preset not in PRESETS:
         raise UserError(f"{option('preset')} must be one of {', '.join(PRESETS)}, got '{preset}'")
@@ -113,4 +141,4 @@ def reproduce(names: list[str], preset: str, out: Path, data_dir: str | None, de
     datasets = resolve_datasets(data_dir, only, cifar)
     experiments = [build(name, PRESETS[preset], datasets) for name in wanted]  # validate all before running any
     for exp in experiments:
-        run_experiment(exp, out, data_dir, device, seed, reporter)
+        run_experiment(exp, out, data_dir, device, seed, reporter, precision, zoo)

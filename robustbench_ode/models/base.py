@@ -123,8 +123,9 @@ def fast_layout(model: nn.Module, channels_last: bool) -> nn.Module:
     """Optionally put a BatchNorm-style conv net in channels_last layout; ODE nets stay as they are.
 
     Measured on a 2-core AVX2 CPU (fp32, batch 128): channels_last trains a ResNet-20 1.7x and a
-    ResNet-50 1.6x faster, but slows the GroupNorm ODE net by ~1.5x. Opt-in because torch 2.14's
-    CPU kernels corrupted memory for a width-4 ResNet on 8x8 inputs with one thread. Loading a
+    ResNet-50 1.6x faster, but slows the GroupNorm ODE net by ~1.5x. The trainer turns it on with
+    bf16 on a CPU; in fp32 it is opt-in (torch 2.14's CPU kernels once corrupted memory for a
+    width-4 ResNet on 8x8 inputs with one thread; see docs/training.md). Loading a
     checkpoint applies the layout it was trained with, so logits match bit for bit.
     """
     if channels_last and nfe_of(model) is None:

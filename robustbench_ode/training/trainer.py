@@ -14,7 +14,6 @@ run dir. See docs/scale.md.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -31,8 +30,10 @@ from ..errors import UserError, option
 from ..models import build_model
 from ..registry import MODELS
 from ..models.base import fast_layout, nfe_of
+from ..precision import PRECISIONS, resolve_precision
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
-from .methods import build_method, method_entry, parse_augment
+from .augment import parse_augment
+from .methods import build_method, method_entry
 
 STATE = "train_state.pt"
 CONFIG = "config.json"
@@ -60,11 +61,11 @@ class TrainConfig:
     lr_step: int = 50  # epochs between halvings for the 'halve' schedule
     method: str = "standard"
     method_options: dict[str, Any] = field(default_factory=dict)
-    augment: str = ""  # training inputs only: "" (none) or gaussian:SIGMA[,SIGMA...][:p=P] (methods.parse_augment)
+    augment: str = ""  # training inputs only: "" (none), e.g. crop:4+flip or gaussian:SIGMA (augment.parse_augment)
     seed: int = 0
     device: str = "auto"
-    amp: str = "none"  # none | bf16
-    channels_last: bool = False  # faster BatchNorm ResNets on CPU (see models.base.fast_layout)
+    precision: str = "auto"  # auto | fp32 | bf16: training steps' arithmetic (robustbench_ode.precision)
+    channels_last: bool | None = None  # BatchNorm conv nets' layout (models.base.fast_layout); None: with bf16
     eval_batch_size: int = 500
 
     def validate(self) -> None:
@@ -79,19 +80,25 @@ class TrainConfig:
             raise UserError(f"{option('optimizer')} must be auto, sgd or adam, got '{self.optimizer}'")
         if self.schedule not in SCHEDULES:
             raise UserError(f"{option('schedule')} must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
-        if self.amp not in ("none", "bf16"):
-            raise UserError(f"{option('amp')} must be none or bf16, got '{self.amp}'")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"{option('precision')} must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.lr_step < 1:
             raise UserError(f"{option('lr_step')} must be >= 1, got {self.lr_step}")
         parse_augment(self.augment)
 
 
+# Where and in which arithmetic a run computes, not what it trains: a run resumes (or is reused) on
+# another machine, whose `auto` precision may differ; each epoch records the precision it ran in.
+# `amp` is the precision field of configs written before --precision existed.
+_NOT_IDENTITY = ("device", "data_dir", "download", "precision", "channels_last", "amp")
+
+
 def resumable_part(config: dict[str, Any]) -> dict[str, Any]:
-    """The config fields a resume must keep: all but where it runs and where the data lives
-    (the lr schedule depends on epochs, so they must match too). A field missing from `config`
-    (written before the field existed) counts as its default, so older runs stay resumable."""
+    """The config fields a resume must keep: all but where it runs, where the data lives and the
+    arithmetic (the lr schedule depends on epochs, so they must match too). A field missing from
+    `config` (written before the field existed) counts as its default, so older runs stay resumable."""
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    return {k: v for k, v in (defaults | config).items() if k not in ("device", "data_dir", "download")}
+    return {k: v for k, v in (defaults | config).items() if k not in _NOT_IDENTITY}
 
 
 def trained_with(out: Path, cfg: "TrainConfig") -> bool:
@@ -142,13 +149,6 @@ def make_optimizer(
     return opt, sched, resolved
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked (fast on AMX CPUs and GPUs); a no-op otherwise."""
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> float:
     """Clean accuracy in fp32, eval mode."""
@@ -187,7 +187,11 @@ class Trainer:
         self.splits: Splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.subset, cfg.test_subset)
         seed_everything(cfg.seed)
         model = build_model(cfg.model, self.splits.info, **cfg.model_options).to(self.device)
-        self.model = fast_layout(model, cfg.channels_last)
+        self.precision = resolve_precision(cfg.precision, self.device).for_model(model)
+        # channels_last goes with bf16 on a CPU (its bf16 kernels want it); asked for, it is honoured
+        self.channels_last = (self.precision.bf16 and self.device.type == "cpu") if cfg.channels_last is None \
+            else cfg.channels_last
+        self.model = fast_layout(model, self.channels_last)
         self.model_options = MODELS.get(cfg.model).resolve(cfg.model_options)
         self.method_options = method_entry(cfg.method).resolve(cfg.method_options)
         steps = -(-len(self.splits.train_y) // cfg.batch_size)
@@ -262,7 +266,8 @@ class Trainer:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if distributed.is_main():
-            atomic_write_json(self.out / CONFIG, asdict(cfg) | {"resolved": self.resolved})
+            atomic_write_json(self.out / CONFIG, asdict(cfg) | {"resolved": self.resolved | self.precision.to_dict() | {
+                "channels_last": self.channels_last}})
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         x_all, y_all = self._train_data()
@@ -283,7 +288,7 @@ class Trainer:
                 yb = y_all[idx.to(y_all.device)].to(self.device, non_blocking=True)
                 if self.augment is not None:  # training inputs only: evaluate() and the attacks see clean images
                     xb = self.augment(xb)
-                with autocast(self.device, cfg.amp):
+                with self.precision.autocast(self.device):
                     loss, logits = self.method.train_step(self.parallel, self.optimizer, xb, yb)
                 if self.per_batch_schedule:
                     self.scheduler.step()
@@ -308,6 +313,7 @@ class Trainer:
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": round(dt, 3),
                 "img_per_s": round(seen / max(1e-9, dt), 1),
+                "precision": self.precision.name,
                 **(nfe_of(self.model) or {}),
             }
             self.history.append(record)
@@ -334,8 +340,8 @@ class Trainer:
             "epochs": self.cfg.epochs,
             "method": self.cfg.method,
             "method_options": self.method_options,
-            "training": self.resolved | {"batch_size": self.cfg.batch_size, "amp": self.cfg.amp,
-                                         "channels_last": self.cfg.channels_last, "augment": self.cfg.augment},
+            "training": self.resolved | self.precision.to_dict() | {
+                "batch_size": self.cfg.batch_size, "channels_last": self.channels_last, "augment": self.cfg.augment},
             "metrics": {
                 "test_acc": test_acc,
                 "final_train_loss": self.history[-1]["train_loss"] if self.history else None,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copy the strong preset's small result files into docs/results/strong/ for committing: E2's tables
 # and the models' metadata (scripts/collect_results.sh), the budget curves (runs/converge_strong*),
-# and the four finished checkpoints (weights + meta.json, ~0.6 MB each) into zoo/strong/mnist/.
+# and the four finished checkpoints (weights, meta.json, config.json; ~0.6 MB each) into zoo/strong/mnist/,
+# where `odebench reproduce --preset strong` takes them instead of training.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/collect_results.sh strong runs/reproduce docs/results/strong
@@ -15,6 +16,6 @@ done
 for run in runs/reproduce/strong/models/mnist/*/; do
   [ -f "$run/meta.json" ] || continue
   dst=zoo/strong/mnist/$(basename "$run"); mkdir -p "$dst"
-  cp "$run/model.safetensors" "$run/meta.json" "$dst/"
+  cp "$run/model.safetensors" "$run/meta.json" "$run/config.json" "$dst/"
 done
 echo "collected into docs/results/strong/ and zoo/strong/"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Copy what scripts/cpu_models/run.sh made into the repository for committing:
+#   docs/results/cpu-fast/E2/       E2 at the CPU preset with the faster ResNets (tables, plots, provenance)
+#   docs/results/cpu-fast/models/   every CPU-preset model's meta.json and config.json
+#   docs/results/cpu-fast/attack_speed.md   the benchmark's table
+#   zoo/cpu/<dataset>/<key>/        the CPU preset's finished checkpoints (weights, meta, config), where
+#                                   `odebench reproduce --preset cpu` takes them instead of training
+#   zoo/bench/cifar10-jpeg/resnet20-pgd/    the PGD-AT ResNet-20 of the benchmark
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DST=docs/results/cpu-fast
+mkdir -p "$DST"
+bash scripts/collect_results.sh cpu/E2 runs/reproduce "$DST/E2"
+for run in runs/reproduce/cpu/models/*/*/; do
+  [ -f "$run/meta.json" ] || continue
+  rel=${run#runs/reproduce/cpu/models/}; rel=${rel%/}
+  mkdir -p "$DST/models/$rel" "zoo/cpu/$rel"
+  cp "$run/meta.json" "$run/config.json" "$DST/models/$rel/"
+  cp "$run/model.safetensors" "$run/meta.json" "$run/config.json" "zoo/cpu/$rel/"
+done
+if [ -f runs/cpu2/cifar-r20-pgd/meta.json ]; then
+  mkdir -p zoo/bench/cifar10-jpeg/resnet20-pgd
+  cp runs/cpu2/cifar-r20-pgd/{model.safetensors,meta.json,config.json} zoo/bench/cifar10-jpeg/resnet20-pgd/
+fi
+[ -f runs/bench/attack_speed.md ] && cp runs/bench/attack_speed.md "$DST/"
+du -sh zoo/cpu zoo/bench 2>/dev/null
