@@ -8,6 +8,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest.mock import patch
 
+import pytest
+import torch
+
 from robustbench_ode.training.trainer import TrainConfig, Trainer
 
 TINY = {"model": "resnet_small", "dataset": "digits", "model_options": {"width": "4"}, "epochs": 2,
@@ -17,6 +20,28 @@ TINY = {"model": "resnet_small", "dataset": "digits", "model_options": {"width":
 def train_tiny(out: Path, **overrides) -> dict:
     """Train the tiny digits ResNet into `out` (a few seconds) and return its metadata."""
     return Trainer(TrainConfig(**(TINY | overrides)), out).run()
+
+
+def stop_after_first_epoch(record: dict) -> None:
+    """An `on_epoch` callback that interrupts a run after its first epoch, as Ctrl-C would."""
+    if record["epoch"] == 1:
+        raise KeyboardInterrupt
+
+
+def cut_and_resume(cfg: dict, out: Path, resumed_cfg: dict | None = None) -> Trainer:
+    """Train `cfg` into `out`, interrupted after the first epoch, then resume it (with
+    `resumed_cfg` if given) to the end; return the resumed trainer."""
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(**cfg), out).run(on_epoch=stop_after_first_epoch)
+    resumed = Trainer(TrainConfig(**(resumed_cfg or cfg)), out, resume=True)
+    resumed.run()
+    return resumed
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Every parameter and buffer of `a` equals `b`'s, bit for bit."""
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
 
 
 def odebench_subprocess(*args: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ import torch
 from robustbench_ode.errors import UserError
 from robustbench_ode.training.trainer import STATE, TrainConfig, Trainer, make_optimizer
 
-from .helpers import TINY
+from .helpers import TINY, assert_same_weights, cut_and_resume
 
 
 def test_a_tiny_resnet_learns_the_digits(tmp_path):
@@ -102,17 +102,7 @@ def test_onecycle_warms_up_then_anneals_per_batch_and_resumes_to_the_same_weight
     assert meta["training"]["schedule"] == "onecycle"
     assert lrs[0] > lrs[1] > lrs[2] and lrs[2] < 0.01 * cfg["lr"]  # past the peak after epoch 1, ~0 at the end
     assert straight.scheduler.last_epoch == steps  # stepped once per batch, not per epoch
-
-    def interrupt_after_first_epoch(record):
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(TrainConfig(**cfg), tmp_path / "cut").run(on_epoch=interrupt_after_first_epoch)
-    resumed = Trainer(TrainConfig(**cfg), tmp_path / "cut", resume=True)
-    resumed.run()
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), name
+    assert_same_weights(straight.model, cut_and_resume(cfg, tmp_path / "cut").model)
 
 
 def test_label_smoothing_mixes_the_uniform_distribution_into_the_targets():
@@ -167,15 +157,8 @@ def test_auto_precision_trains_in_bf16_on_native_bf16_cpus_and_measures_test_acc
 
 def test_a_run_resumes_in_another_precision_and_each_epoch_says_which(tmp_path):
     cfg = TINY | {"epochs": 2, "precision": "bf16"}
-
-    def stop(record):
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(TrainConfig(**cfg), tmp_path / "run").run(on_epoch=stop)
-    meta = Trainer(TrainConfig(**(cfg | {"precision": "fp32"})), tmp_path / "run", resume=True).run()
-    assert [h["precision"] for h in meta["history"]] == ["bf16", "fp32"]
+    resumed = cut_and_resume(cfg, tmp_path / "run", cfg | {"precision": "fp32"})
+    assert [h["precision"] for h in resumed.history] == ["bf16", "fp32"]
 
 
 def test_runs_written_with_the_old_amp_field_are_still_recognised(tmp_path):

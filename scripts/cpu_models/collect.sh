@@ -22,5 +22,5 @@ if [ -f runs/cpu2/cifar-r20-pgd/meta.json ]; then
   mkdir -p zoo/bench/cifar10-jpeg/resnet20-pgd
   cp runs/cpu2/cifar-r20-pgd/{model.safetensors,meta.json,config.json} zoo/bench/cifar10-jpeg/resnet20-pgd/
 fi
-[ -f runs/bench/attack_speed.md ] && cp runs/bench/attack_speed.md "$DST/"
+for f in runs/bench/attack_speed.md runs/bench/attack_speed-fp32.md; do [ -f "$f" ] && cp "$f" "$DST/"; done
 du -sh zoo/cpu zoo/bench 2>/dev/null
