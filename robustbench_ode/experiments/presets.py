@@ -158,11 +158,11 @@ CPU = Preset(
     boundary_samples=100,
     autoattack_samples=200,
     # MNIST: 10,000 images as when the data root held only that subset (60k is 6x the training time);
-    # E2-E4's ResNets train on every image (resnet_train)
+    # E2-E4's ResNets and MNIST Neural ODE train on every image (resnet_train, odenet_train)
     train_subset={"mnist": 10000, "cifar10": 10000},
     resnet={"mnist": ("resnet20", {}, 3, 128), "cifar10": ("resnet20", {}, 22, 128)},
     # a fast schedule for the ResNets: one-cycle SGD, the standard CIFAR crop + flip, all training
-    # images; with `auto` precision (bf16 on AVX-512-BF16/AMX CPUs) the CIFAR one takes ~18 minutes
+    # images; with `auto` precision (bf16 on AVX-512-BF16/AMX CPUs) the CIFAR one took 19.3 minutes
     # on 2 cores (docs/training.md). No label smoothing: it weakens cross-entropy attacks.
     resnet_train={kind: {"subset": None, "optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-4, "schedule": "onecycle"}
                   | extra for kind, extra in (("mnist", {}), ("cifar10", {"augment": "crop:4+flip"}))},
