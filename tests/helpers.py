@@ -22,6 +22,27 @@ def train_tiny(out: Path, **overrides) -> dict:
     return Trainer(TrainConfig(**(TINY | overrides)), out).run()
 
 
+class ConstantClassifier(torch.nn.Module):
+    """Predicts class 0 (of 10) for every input, with a zero input gradient: no attack can move it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(x), 10)
+        logits[:, 0] = 1.0
+        return logits + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+class InterruptAtCell:
+    """An `on_cell` callback that records each cell's label and interrupts at the `n`-th, as Ctrl-C would."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.cells = n, []
+
+    def __call__(self, label: str) -> None:
+        self.cells.append(label)
+        if len(self.cells) == self.n:
+            raise KeyboardInterrupt
+
+
 def stop_after_first_epoch(record: dict) -> None:
     """An `on_epoch` callback that interrupts a run after its first epoch, as Ctrl-C would."""
     if record["epoch"] == 1:

@@ -10,7 +10,7 @@ from robustbench_ode.evaluation.runner import AttackSpec
 from robustbench_ode.evaluation.session import AttackJob, run_job
 from robustbench_ode.report.budget import budget_markdown, converged
 
-from .helpers import odebench, train_tiny
+from .helpers import InterruptAtCell, odebench, train_tiny
 from .test_cli import one_line_error
 
 EPS = [0.05, 0.1]
@@ -73,17 +73,11 @@ def test_the_first_point_is_pgd10_as_odebench_attack_measures_it(ckpt, curve, tm
 
 def test_an_interrupted_run_resumes_without_redoing_finished_budgets(ckpt, curve, tmp_path):
     _, straight, _ = curve
-    cells = []
-
-    def stop_at_second_budget(label: str) -> None:
-        cells.append(label)
-        if len(cells) == 2:
-            raise KeyboardInterrupt
-
+    stop = InterruptAtCell(2)
     with pytest.raises(KeyboardInterrupt):
-        run_budget_job(job(ckpt, tmp_path, eps=EPS[:1]), on_cell=stop_at_second_budget)
-    resumed, _ = run_budget_job(job(ckpt, tmp_path, eps=EPS[:1]), on_cell=cells.append)
-    assert len(cells) == 2 + 2  # the resumed run starts at the second budget
+        run_budget_job(job(ckpt, tmp_path, eps=EPS[:1]), on_cell=stop)
+    resumed, _ = run_budget_job(job(ckpt, tmp_path, eps=EPS[:1]), on_cell=stop.cells.append)
+    assert len(stop.cells) == 2 + 2  # the resumed run starts at the second budget
     drop = ["wall_s"]
     expected = straight[straight["eps"] == EPS[0]].drop(columns=drop).reset_index(drop=True)
     pd.testing.assert_frame_equal(pd.DataFrame(resumed).drop(columns=drop), expected)

@@ -11,7 +11,7 @@ from robustbench_ode.evaluation.session import AttackJob, parse_eps, run_job
 from robustbench_ode.evaluation.store import ResultStore
 from robustbench_ode.report import render
 
-from .helpers import train_tiny
+from .helpers import ConstantClassifier, InterruptAtCell, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +57,8 @@ def test_a_rerun_skips_finished_cells_and_gives_the_same_table(ckpts, tmp_path):
 
 def test_an_interrupted_run_resumes_to_the_same_table_as_an_uninterrupted_one(ckpts, tmp_path):
     _, straight = run_job(job(ckpts, tmp_path / "straight"))
-    cells = []
-
-    def stop_at_fourth_cell(label):
-        cells.append(label)
-        if len(cells) == 4:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run_job(job(ckpts, tmp_path / "cut"), on_cell=stop_at_fourth_cell)
+        run_job(job(ckpts, tmp_path / "cut"), on_cell=InterruptAtCell(4))
     assert len(ResultStore(tmp_path / "cut" / "results.csv").rows) == 3
     _, resumed = run_job(job(ckpts, tmp_path / "cut"))
     assert resumed == straight
@@ -109,19 +102,12 @@ def test_a_csv_that_is_not_ours_is_refused(tmp_path):
 
 def test_a_cell_that_looks_masked_prints_a_warning(tmp_path):
     """A constant model scored on one class keeps 100% at L∞ ε = 0.5, where every image can be made grey."""
-    import torch
-    from torch import nn
-
     from robustbench_ode.data import load_dataset
     from robustbench_ode.evaluation.runner import Runner, Target
 
-    class Constant(nn.Module):  # always says class 0: its input gradient is zero
-        def forward(self, x):
-            return torch.zeros(len(x), 10).index_fill_(1, torch.tensor([0]), 1.0) + 0 * x.flatten(1)[:, :1]
-
     splits = load_dataset("digits")
     x, y = splits.test_x[splits.test_y == 0][:20], splits.test_y[splits.test_y == 0][:20]
-    target = Target(tmp_path, Constant(), {"model": "constant", "weights_sha256": "0" * 64,
+    target = Target(tmp_path, ConstantClassifier(), {"model": "constant", "weights_sha256": "0" * 64,
                                            "dataset_info": splits.info.to_dict()})
     warnings = []
     runner = Runner(ResultStore(tmp_path / "results.csv"), x, y, 20, 0, torch.device("cpu"), "digits",

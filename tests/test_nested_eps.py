@@ -15,7 +15,7 @@ from robustbench_ode.evaluation.runner import AttackSpec, Runner, Target
 from robustbench_ode.evaluation.session import AttackJob, run_job
 from robustbench_ode.evaluation.store import ResultStore
 
-from .helpers import odebench, train_tiny
+from .helpers import ConstantClassifier, InterruptAtCell, odebench, train_tiny
 
 STEPS = 5
 DETERMINISTIC_PGD = AttackSpec.parse("pgd", {"steps": str(STEPS), "step_size": "0.02", "random_start": "false"})
@@ -123,15 +123,8 @@ def test_larger_radii_attack_only_the_survivors_of_smaller_ones(ckpt, tmp_path):
 
 def test_an_interrupted_nested_grid_resumes_to_the_identical_csv(ckpt, tmp_path):
     run_job(_job(ckpt, tmp_path / "straight"))
-    cells = []
-
-    def stop_at_third_radius(label: str) -> None:
-        cells.append(label)
-        if len(cells) == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run_job(_job(ckpt, tmp_path / "cut"), on_cell=stop_at_third_radius)
+        run_job(_job(ckpt, tmp_path / "cut"), on_cell=InterruptAtCell(3))
     assert len(ResultStore(tmp_path / "cut" / "results.csv").rows) == 2
     resumed = []
     run_job(_job(ckpt, tmp_path / "cut"), on_cell=resumed.append)
@@ -175,19 +168,11 @@ def test_transfer_grids_nest_too_crafting_with_the_whole_budget_on_the_targets_s
         assert row["grad_calls"] == STEPS * round(before["robust_acc"] * n)
 
 
-class Constant(nn.Module):
-    """Class 0 for every input: the Boundary Attack finds no start on any other class's sample."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.zeros(len(x), 10)
-        logits[:, 0] = 1.0
-        return logits + 0 * x.flatten(1).sum(1, keepdim=True)
-
-
 def test_a_minimal_perturbation_attack_is_one_search_per_grid_in_either_mode(digits, tmp_path):
     x, y = digits.test_x[:20], digits.test_y[:20]
-    target = Target(Path("c"), Constant(), {"weights_sha256": "c" * 64, "model": "c",
-                                            "dataset_info": {"num_classes": 10}})
+    # class 0 for every input: the Boundary Attack finds no start on any other class's sample
+    target = Target(Path("c"), ConstantClassifier(), {"weights_sha256": "c" * 64, "model": "c",
+                                                      "dataset_info": {"num_classes": 10}})
     cells = []
     runner = Runner(ResultStore(tmp_path / "results.csv"), x, y, 20, 0, torch.device("cpu"), "digits",
                     on_cell=cells.append)

@@ -19,7 +19,7 @@ from robustbench_ode.models.base import ImageClassifier
 from robustbench_ode.reporting import SILENT
 from robustbench_ode.training.trainer import TrainConfig, Trainer
 
-from .helpers import train_tiny
+from .helpers import ConstantClassifier, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -97,18 +97,9 @@ def test_points_that_fail_rechecking_are_counted_unverified_and_attacked_further
     assert further["robust_acc"] < first_claims_only["robust_acc"]
 
 
-class Constant(nn.Module):
-    """Predicts class 0 for every input: no input can be made to look like another class."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.zeros(len(x), 10)
-        logits[:, 0] = 1.0
-        return logits + 0 * x.flatten(1).sum(1, keepdim=True)
-
-
 def test_a_boundary_sample_without_any_start_is_a_failed_start_and_never_robust(digits, tmp_path):
     spec = AttackSpec.parse("boundary", {"steps": "5"})
-    rows = _runner(tmp_path, digits, n=40).run([_target(Constant())], [spec], [0.5, 3.0])
+    rows = _runner(tmp_path, digits, n=40).run([_target(ConstantClassifier())], [spec], [0.5, 3.0])
     n_zero = int((digits.test_y[:40] == 0).sum())
     assert n_zero > 0
     for row in rows:

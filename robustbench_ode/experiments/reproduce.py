@@ -46,18 +46,17 @@ def resolve_datasets(data_dir: str | None, only: str | None, cifar: str | None) 
 ZOO_FILES = (META, CONFIG, "model.safetensors")  # a finished checkpoint and the config that made it
 
 
-def from_zoo(zoo_dir: Path | None, run_dir: Path, cfg: TrainConfig, reporter: Reporter) -> bool:
+def from_zoo(zoo_dir: Path | None, run_dir: Path, cfg: TrainConfig, reporter: Reporter) -> None:
     """Copy `zoo_dir` (a finished checkpoint with its config.json) into the empty `run_dir` when it
-    was trained with `cfg`; True if it was. Loading verifies the weights' SHA-256 as for any run."""
+    was trained with `cfg`. Loading verifies the weights' SHA-256 as for any run."""
     if zoo_dir is None or not all((zoo_dir / name).is_file() for name in ZOO_FILES) or not trained_with(zoo_dir, cfg):
-        return False
+        return
     if run_dir.exists() and any(run_dir.iterdir()):
-        return False  # an interrupted run of our own: resume it
+        return  # an interrupted run of our own: resume it
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in ZOO_FILES:
         shutil.copyfile(zoo_dir / name, run_dir / name)
     reporter.line(f"using the zoo checkpoint {zoo_dir}")
-    return True
 
 
 def ensure_trained(spec: ModelSpec, models_dir: Path, data_dir: str | None, device: str, seed: int,
