@@ -33,7 +33,19 @@ def init() -> None:
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo")
     _cpu_group = dist.new_group(backend="gloo") if cuda else dist.group.WORLD
-    atexit.register(dist.destroy_process_group)
+    atexit.register(leave)
+
+
+def leave() -> None:
+    """Leave the process group (each process once its work is done; at exit at the latest).
+
+    Drops this module's reference to the gloo group too: a process group object still alive when
+    the interpreter shuts down has its gloo threads torn down without the GIL, and the process
+    aborts ("terminate called without an active exception") after finishing its work."""
+    global _cpu_group
+    _cpu_group = None
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world_size() -> int:

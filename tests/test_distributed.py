@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from robustbench_ode import distributed
 from robustbench_ode.attacks.sampling import SampleRNG
 from robustbench_ode.checkpoint import load_checkpoint
 from robustbench_ode.evaluation.runner import AttackSpec
@@ -134,10 +135,19 @@ def _train_twice(rank: int, port: int, root: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         Trainer(TrainConfig(**cfg), root / "cut").run(on_epoch=stop)
     Trainer(TrainConfig(**cfg), root / "cut", resume=True).run()
-    # a spawned process skips atexit, where the package leaves the process group: leave it here,
-    # or its gloo threads may abort the process at exit ("terminate called without an active exception")
     torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    distributed.leave()
+    assert distributed._cpu_group is None and not torch.distributed.is_initialized()
+
+
+def test_leaving_destroys_the_group_and_forgets_the_package_reference(tmp_path):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    group = distributed.cpu_group()
+    assert group is torch.distributed.group.WORLD
+    distributed.leave()
+    assert not torch.distributed.is_initialized()
+    assert distributed._cpu_group is None  # no reference keeps gloo's threads alive into interpreter shutdown
+    distributed.leave()  # a second call (the atexit one after an explicit one) does nothing
 
 
 def test_resumed_ddp_training_ends_with_the_uninterrupted_weights(tmp_path):
