@@ -192,7 +192,7 @@ def attack(
                                          "samples the smaller ones left robust)"),
     n_samples: int = typer.Option(1000, help="test images to evaluate (class-balanced, deterministic)"),
     batch_size: int = typer.Option(250, help="attack batch size"),
-    seed: int = typer.Option(0, help="random seed (each cell derives its own from it)"),
+    seed: int = typer.Option(0, help="random seed of every attack's random starts, transforms and proposals (with each attack's own seed option)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
     source: Optional[Path] = typer.Option(None, help="transfer mode: craft on this checkpoint, evaluate on --checkpoint "

@@ -126,3 +126,20 @@ def test_rows_over_different_sample_counts_never_share_a_table():
     old, new = markdown(df).split("n = 100")
     assert "n = 200" in old and "70.00" in old and "80.00" not in old
     assert "70.00" not in new and "80.00" in new and "60.00" in new
+
+
+RANDOM_ATTACKS = [AttackSpec.parse("pgd", {"steps": "2"}), AttackSpec.parse("difgsm", {"steps": "3"}),
+                  AttackSpec.parse("square", {"queries": "20"})]
+
+
+def test_another_seed_is_another_draw_of_every_random_attack(ckpts, tmp_path):
+    def cells(run_seed: int, **options) -> dict:
+        specs = [AttackSpec.parse(s.name, {k: str(v) for k, v in (s.options | options).items()}) for s in RANDOM_ATTACKS]
+        rows, _ = run_job(job(ckpts[:1], tmp_path / f"s{run_seed}-{options}", attacks=specs, eps=[0.2], n_samples=120,
+                              seed=run_seed))
+        return {r["attack"]: (r["robust_acc"], r["grad_calls"], r["queries"]) for r in rows if r["eps"] > 0}
+
+    first, again, other = cells(0), cells(0), cells(1)
+    assert first == again  # a seed is a fixed draw
+    assert all(first[name] != other[name] for name in first), (first, other)  # --seed reaches every attack
+    assert cells(0, seed=1) != first  # and so does the attack's own seed option

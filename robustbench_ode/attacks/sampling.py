@@ -39,6 +39,14 @@ def _combine(state: Tensor, value: int | Tensor) -> Tensor:
     return _mix(state ^ _mix(value))
 
 
+def with_run_seed(attack_seed: int, seed: int) -> int:
+    """The seed an attack draws from in a run with `--seed seed`: the attack's own `seed` option
+    in the lower 32 bits and the run's in the upper 32 (SampleRNG and `torch.manual_seed` take 64-bit
+    seeds). So `--seed` and the option each change every random number an attack draws, and a run
+    with `--seed 0` draws exactly what the attack draws on its own."""
+    return attack_seed + ((seed & _MASK) << 32)
+
+
 class SampleRNG:
     """Random numbers per sample, keyed: `uniform(shape, *key)` gives each sample `shape` numbers
     in [0, 1) that depend only on (seed, the sample's id, key, position); asking again with the

@@ -1,8 +1,10 @@
 """The attack runner: checkpoints x attacks x ε grid -> result rows in a resumable store.
 
 Robust accuracy counts a sample only if it is classified correctly on the clean input *and* on the
-adversarial one. Samples already misclassified are not attacked. Every cell gets its own seed
-derived from (seed, cell), so a resumed run and an uninterrupted one produce identical tables.
+adversarial one. Samples already misclassified are not attacked. The run's seed reaches every
+random number: an attack draws per sample from (its own `seed` option, the run's seed, the
+sample; `Runner.build`), and each cell seeds the global RNG (random models) from (seed, cell), so
+a resumed run and an uninterrupted one produce identical tables and another seed is another draw.
 
 Verdicts that cannot be inflated:
 - Every count is made by the model's *decision*: batched where the model is batch-independent,
@@ -41,6 +43,7 @@ from torch import nn
 
 from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
+from ..attacks.sampling import with_run_seed
 from ..audit.masking import looks_masked
 from ..checkpoint import load_checkpoint
 from ..errors import UserError, option
@@ -198,6 +201,15 @@ class Runner:
         per_sample = batch_dependent(target.model) or spec.eot > 1
         return predict(target.model, x, self.batch_size, self.device, per_sample)[0]
 
+    def build(self, spec: AttackSpec) -> Attack:
+        """`spec`'s attack, its random numbers drawn from the run's seed as well as its own
+        (`attacks.sampling.with_run_seed`): another `--seed` is another draw of every random start,
+        transform, probe and proposal."""
+        attack = spec.build()
+        if isinstance(getattr(attack, "seed", None), int):
+            attack.seed = with_run_seed(attack.seed, self.seed)
+        return attack
+
     def _row(self, target: Target, spec: AttackSpec, attack: Attack, eps: float, source: Target | None,
              eps_mode: str) -> dict[str, Any]:
         return {
@@ -239,7 +251,7 @@ class Runner:
         rows = []
         for target in targets:
             for spec in specs:
-                attack = spec.build()
+                attack = self.build(spec)
                 mode = NESTED if nested or attack.kind == "minimal" else INDEPENDENT
                 keys = [self._row(target, spec, attack, e, source, mode) for e in eps_list]
                 todo = [e for e, key in zip(eps_list, keys) if not self.store.has(key)]
@@ -285,7 +297,7 @@ class Runner:
         """
         t0 = time.perf_counter()
         seed_everything(cell_seed(self.seed, target.sha, source.sha if source else "", spec.name, spec.args_text, eps))
-        attack = spec.build()
+        attack = self.build(spec)
         row = self._row(target, spec, attack, eps, source, eps_mode)
         self.on_cell(f"{target.name} · {spec.name} · ε={eps * self.eps_scale:g}" + (f" (from {source.name})" if source else ""))
         correct, nfes = self.clean(target)
@@ -341,7 +353,7 @@ class Runner:
             raise UserError(f"attack '{spec.name}' is a minimisation attack and has no transfer mode")
         t0 = time.perf_counter()
         seed_everything(cell_seed(self.seed, target.sha, spec.name, spec.args_text))
-        attack = spec.build()
+        attack = self.build(spec)
         attack.pool = (self.x.to(self.device), self.y.to(self.device))  # dataset-based starts
         self.on_cell(f"{target.name} · {spec.name} (minimal perturbation search)")
         correct, nfes = self.clean(target)
