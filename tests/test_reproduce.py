@@ -42,6 +42,16 @@ def test_e2_tables_carry_the_published_numbers_beside_ours(fast_all):
     assert "CIFAR-10 (JPEG q75 copy)" in text and "paper 59.15" in text
 
 
+def test_e4_runs_l2_pgd_beside_the_boundary_attack_on_the_same_images(fast_all):
+    for part in ("mnist", "cifar10-jpeg"):
+        df = pd.read_csv(fast_all / "E4" / part / "results.csv")
+        assert set(df["attack"]) == {"boundary", "pgd"}
+        assert set(df["norm"]) == {"l2"}
+        by_attack = df.groupby(["checkpoint_sha", "attack"])[["n", "clean_acc"]].first().unstack("attack")
+        assert (by_attack["n"]["boundary"] == by_attack["n"]["pgd"]).all()
+        assert (by_attack["clean_acc"]["boundary"] == by_attack["clean_acc"]["pgd"]).all()
+
+
 def test_e5_compares_three_adversarial_trainings_with_the_neural_ode(fast_all):
     df = pd.read_csv(fast_all / "E5" / "cifar10-jpeg" / "results.csv")
     assert set(df["training"]) == {"pgd", "trades", "yopo", "standard"}

@@ -74,6 +74,7 @@ class Preset:
                 out.append(f"Boundary Attack on {self.boundary_samples} images (it costs ~1,070 model calls per image)")
             if self.boundary_steps != PAPER.boundary_steps:
                 out.append(f"Boundary Attack budget {self.boundary_steps} steps (paper: 1,000 queries)")
+            out.append("L2 PGD-40 row (not in the paper) on the same images: the Boundary Attack's norm with gradients")
         if experiment in ("E2", "E5") and self.autoattack_samples != self.n_samples and self.has_autoattack_row:
             out.append(f"AutoAttack row (not in the paper) on {self.autoattack_samples} images")
         for kind, n in self.train_subset.items():

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Copy what scripts/cpu_models/run.sh, e3e4.sh and e4_gradient_check.sh made into the repository for committing:
+# Copy what scripts/cpu_models/run.sh and e3e4.sh made into the repository for committing:
 #   docs/results/cpu-fast/E2..E4/   E2-E4 at the CPU preset with the faster models (tables, plots, provenance)
-#   docs/results/cpu-fast/E4-gradient-check/   e4_gradient_check.sh's L2 PGD on E4's images
 #   docs/results/cpu-fast/models/   every CPU-preset model's meta.json and config.json
 #   docs/results/cpu-fast/attack_speed.md   the benchmark's table
 #   zoo/cpu/<dataset>/<key>/        the CPU preset's finished checkpoints (weights, meta, config), where
@@ -13,12 +12,6 @@ DST=docs/results/cpu-fast
 mkdir -p "$DST"
 for exp in E2 E3 E4; do
   [ -d "runs/reproduce/cpu/$exp" ] && bash scripts/collect_results.sh "cpu/$exp" runs/reproduce "$DST/$exp"
-done
-for part in mnist cifar10-jpeg; do  # e4_gradient_check.sh's L2 PGD beside E4's Boundary Attack
-  src=runs/e4_gradient_check/$part
-  [ -f "$src/results.csv" ] || continue
-  mkdir -p "$DST/E4-gradient-check/$part"
-  cp "$src"/{results.csv,results.md,provenance.jsonl,accuracy_vs_eps.png} "$DST/E4-gradient-check/$part/"
 done
 for run in runs/reproduce/cpu/models/*/*/; do
   [ -f "$run/meta.json" ] || continue
