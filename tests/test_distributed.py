@@ -142,12 +142,15 @@ def _train_twice(rank: int, port: int, root: Path) -> None:
 
 def test_leaving_destroys_the_group_and_forgets_the_package_reference(tmp_path):
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    group = distributed.cpu_group()
-    assert group is torch.distributed.group.WORLD
-    distributed.leave()
-    assert not torch.distributed.is_initialized()
-    assert distributed._cpu_group is None  # no reference keeps gloo's threads alive into interpreter shutdown
-    distributed.leave()  # a second call (the atexit one after an explicit one) does nothing
+    try:
+        assert distributed.cpu_group() is torch.distributed.group.WORLD
+        distributed.leave()
+        assert not torch.distributed.is_initialized()
+        assert distributed._cpu_group is None  # no reference keeps gloo's threads alive into interpreter shutdown
+        distributed.leave()  # a second call (the atexit one after an explicit one) does nothing
+    finally:  # the rest of this test process must not find a group
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def test_resumed_ddp_training_ends_with_the_uninterrupted_weights(tmp_path):
