@@ -9,8 +9,8 @@ early stop on broken samples, gradients in the resolved `--precision`), (2) torc
 (3) Foolbox 3's LinfPGD (both fp32, every sample runs every step). Every tool's time runs from the
 images to the robust accuracy: odebench's clean pass, attack and verification; the others' attack
 and the clean and adversarial predictions. Prints a Markdown table of img/s, gradient steps/s
-(input gradients of one image per second), robust accuracy and the precision, with the CPU's flags. Each tool runs `--rounds` times; the best round is reported (the
-machine may be shared). A planning and comparison tool, never a pass/fail test.
+(input gradients of one image per second), robust accuracy and the precision, with the CPU's
+flags. Each tool runs `--rounds` times; the best round is reported (the machine may be shared). A planning and comparison tool, never a pass/fail test.
 """
 from __future__ import annotations
 

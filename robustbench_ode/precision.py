@@ -90,6 +90,10 @@ class Precision:
             return Precision("fp32", self.requested, "adaptive ODE solver: step control stays in fp32")
         return self
 
+    def differentiated(self, model: nn.Module) -> nn.Module:
+        """What an attack takes gradients of: `model` itself in fp32, `GradientsIn(model, self)` in bf16."""
+        return GradientsIn(model, self) if self.bf16 else model
+
     def to_dict(self) -> dict[str, str]:
         return {"precision": self.name, "precision_requested": self.requested, "precision_reason": self.reason}
 

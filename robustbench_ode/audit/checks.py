@@ -17,7 +17,7 @@ from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
 from ..evaluation.verdict import VERIFY_ROUNDS, predict, robust_mask
 from ..models.base import batch_dependent
-from ..precision import FP32, GradientsIn, Precision
+from ..precision import FP32, Precision
 from ..registry import ATTACKS
 from .gradients import gradient_stats
 from .masking import LINF_ALL_GREY, noise_tolerance
@@ -100,7 +100,7 @@ class Bench:
             crafter = source or self.model
             precision = self.precision.for_model(self.model) if attack.uses_gradients else FP32
             self._robust[label] = robust_mask(
-                attack, GradientsIn(crafter, precision) if precision.bf16 else crafter, self.decide, self.x, self.y,
+                attack, precision.differentiated(crafter), self.decide, self.x, self.y,
                 self.correct, eps, self.batch_size, self.device, rounds=VERIFY_ROUNDS, further=crafter)[0]
         return self._robust[label]
 

@@ -50,7 +50,7 @@ from ..errors import UserError, option
 from ..models.ode_block import ODEBlock, is_fixed_step
 from ..models.base import batch_dependent, solver_surrogate, use_ode_backend
 from ..models.odenet import parse_solver_spec
-from ..precision import FP32, GradientsIn, Precision
+from ..precision import FP32, Precision
 from ..registry import ATTACKS
 from ..runinfo import seed_everything
 from .nested import INDEPENDENT, NESTED, chain_path, data_sha, load_chain, same_radius, save_chain
@@ -304,7 +304,7 @@ class Runner:
         crafter = spec.crafting_model((source or target).model)
         precision = self.gradient_precision(spec, source or target)
         robust, unverified = robust_mask(
-            attack, GradientsIn(crafter, precision) if precision.bf16 else crafter,
+            attack, precision.differentiated(crafter),
             lambda x_adv: self.decide(target, spec, x_adv), self.x, self.y, correct if alive is None else alive, eps,
             self.batch_size, self.device, rounds=VERIFY_ROUNDS, transfer=source is not None, progress=self.progress,
             further=crafter)
