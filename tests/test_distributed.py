@@ -20,7 +20,7 @@ from robustbench_ode.evaluation.session import AttackJob, run_job
 from robustbench_ode.registry import ATTACKS
 from robustbench_ode.training.trainer import TrainConfig, Trainer
 
-from .helpers import TINY, odebench, train_tiny
+from .helpers import TINY, cut_and_resume, odebench, train_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -128,13 +128,7 @@ def _train_twice(rank: int, port: int, root: Path) -> None:
     torch.set_num_threads(1)
     cfg = TINY | {"method": "pgd", "method_options": {"steps": "2", "eps": "0.1", "step_size": "0.05"}}
     Trainer(TrainConfig(**cfg), root / "whole").run()
-
-    def stop(_record: dict) -> None:
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(TrainConfig(**cfg), root / "cut").run(on_epoch=stop)
-    Trainer(TrainConfig(**cfg), root / "cut", resume=True).run()
+    cut_and_resume(cfg, root / "cut")
     torch.distributed.barrier()
     distributed.leave()
     assert distributed._cpu_group is None and not torch.distributed.is_initialized()

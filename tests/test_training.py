@@ -5,7 +5,7 @@ import torch
 from robustbench_ode.errors import UserError
 from robustbench_ode.training.trainer import STATE, TrainConfig, Trainer, make_optimizer
 
-from .helpers import TINY, assert_same_weights, cut_and_resume
+from .helpers import TINY, assert_same_weights, cut_and_resume, stop_after_first_epoch
 
 
 def test_a_tiny_resnet_learns_the_digits(tmp_path):
@@ -20,18 +20,13 @@ def test_an_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
     straight = Trainer(TrainConfig(**cfg), tmp_path / "straight")
     straight.run()
 
-    def interrupt_after_first_epoch(record):
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        Trainer(TrainConfig(**cfg), tmp_path / "cut").run(on_epoch=interrupt_after_first_epoch)
+        Trainer(TrainConfig(**cfg), tmp_path / "cut").run(on_epoch=stop_after_first_epoch)
     assert (tmp_path / "cut" / STATE).exists() and not (tmp_path / "cut" / "meta.json").exists()
     resumed = Trainer(TrainConfig(**cfg), tmp_path / "cut", resume=True)
     assert resumed.start_epoch == 1
     resumed.run()
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), name
+    assert_same_weights(straight.model, resumed.model)
 
 
 def test_an_existing_run_dir_is_not_overwritten_without_resume(tmp_path):
@@ -44,11 +39,8 @@ def test_an_existing_run_dir_is_not_overwritten_without_resume(tmp_path):
 
 
 def test_resuming_with_different_options_is_refused(tmp_path):
-    def stop(record):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        Trainer(TrainConfig(**TINY), tmp_path / "run").run(on_epoch=stop)
+        Trainer(TrainConfig(**TINY), tmp_path / "run").run(on_epoch=stop_after_first_epoch)
     with pytest.raises(UserError, match="different configuration"):
         Trainer(TrainConfig(**(TINY | {"lr": 0.01})), tmp_path / "run", resume=True)
 

@@ -20,7 +20,7 @@ from robustbench_ode.reporting import SILENT
 from robustbench_ode.training.augment import parse_augment
 from robustbench_ode.training.trainer import CONFIG, STATE, TrainConfig, Trainer, trained_with
 
-from .helpers import TINY, odebench
+from .helpers import TINY, assert_same_weights, cut_and_resume, odebench
 from .test_cli import one_line_error
 
 MNIST_SHAPE = DatasetInfo("toy", "toy", 1, 28, 10, (0.5,), (0.25,))
@@ -114,18 +114,10 @@ def test_gaussian_noise_training_is_seeded_and_resumes_bit_identically(tmp_path)
     cfg = TINY | {"epochs": 2, "augment": NOISE}
     first = Trainer(TrainConfig(**cfg), tmp_path / "a")
     first.run()
-
-    def stop(record: dict) -> None:
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(TrainConfig(**cfg), tmp_path / "b").run(on_epoch=stop)
-    resumed = Trainer(TrainConfig(**cfg), tmp_path / "b", resume=True)
-    resumed.run()
+    resumed = cut_and_resume(cfg, tmp_path / "b")
     clean = Trainer(TrainConfig(**(cfg | {"augment": ""})), tmp_path / "c")
     clean.run()
-    for name, weight in first.model.state_dict().items():
-        assert torch.equal(weight, resumed.model.state_dict()[name]), name
+    assert_same_weights(first.model, resumed.model)
     assert any(not torch.equal(w, clean.model.state_dict()[k]) for k, w in first.model.state_dict().items())
 
 
