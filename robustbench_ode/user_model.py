@@ -43,6 +43,7 @@ from .data.base import DatasetInfo
 from .errors import UserError
 from .models.base import swap_solver
 from .models.ode_block import ODEBlock
+from .registry import MODELS
 
 FORMAT = "odebench-user-model/1"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -206,10 +207,14 @@ def read_weights(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def load_weights(net: nn.Module, path: Path) -> None:
-    """Load a weights file into `net` (strict); a mismatch names the first differing tensors."""
-    state = read_weights(path)
+def load_weights(net: nn.Module, path: Path, state: dict[str, Tensor] | None = None) -> None:
+    """Load a weights file (or its tensors `state`, already read) into `net` (strict); a mismatch
+    names the first differing tensors. The `module.` prefix of a file saved from DataParallel
+    (every name carries it, `net`'s do not) is dropped first."""
+    state = read_weights(path) if state is None else state
     own = net.state_dict()
+    if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state
@@ -273,15 +278,19 @@ def class_source_sha256(model: nn.Module) -> str:
 @dataclass(frozen=True)
 class ModelSource:
     """A model named on the command line by code: exactly one of `factory` ('FILE.py:NAME' or
-    'package.module:NAME', called with no arguments), `torchscript` (a file) and `timm` (an
-    architecture name). `weights` load into a factory's or timm's network; `normalize`
-    ('MEANS/STDS' or 'dataset', see `parse_normalize`) wraps a network expecting normalised input."""
+    'package.module:NAME', called with no arguments), `torchscript` (a file), `timm` (an
+    architecture name) and `registered` (an odebench model, `odebench list models`, with its
+    default options). `weights` load into a factory's, timm's or a registered network (for a
+    registered one either an odebench checkpoint's tensors or its body's, e.g. a published
+    layout such as yan2020_ode's); `normalize` ('MEANS/STDS' or 'dataset', see `parse_normalize`)
+    wraps a network expecting normalised input (registered models normalise inside)."""
 
     factory: str | None = None
     torchscript: Path | None = None
     timm: str | None = None
     weights: Path | None = None
     normalize: str | None = None
+    registered: str | None = None
 
     @classmethod
     def from_options(cls, model_file: str | None, weights: Path | None, torchscript: Path | None,
@@ -298,14 +307,20 @@ class ModelSource:
             return None
         if torchscript and weights:
             raise UserError("--weights does not apply to --torchscript (a TorchScript file holds its weights)")
-        timm_name = None
+        timm_name = registered = None
         if model:
             kind, _, timm_name = model.partition(":")
-            if kind != "timm" or not timm_name:
-                raise UserError(f"--model '{model}': give timm:NAME (e.g. timm:resnet18); odebench's own models "
-                                "are trained with odebench train and given with --checkpoint")
+            if kind != "timm":
+                registered, timm_name = model, None
+                if model not in MODELS.names():
+                    raise UserError(f"--model '{model}': give timm:NAME (e.g. timm:resnet18) or a registered model "
+                                    f"({', '.join(MODELS.names())})")
+                if normalize:
+                    raise UserError(f"--normalize does not apply to --model {model}: registered models normalise inside")
+            elif not timm_name:
+                raise UserError(f"--model '{model}': give timm:NAME (e.g. timm:resnet18)")
         return cls(model_file, Path(torchscript) if torchscript else None, timm_name,
-                   Path(weights) if weights else None, normalize)
+                   Path(weights) if weights else None, normalize, registered)
 
     @property
     def label(self) -> str:
@@ -314,6 +329,8 @@ class ModelSource:
             target, _, name = self.factory.rpartition(":")
             stem = Path(target).stem if target.endswith(".py") else target.rsplit(".", 1)[-1]
             return f"{stem}:{name}"
+        if self.registered:
+            return self.registered
         return self.torchscript.stem if self.torchscript else f"timm:{self.timm}"
 
     def build(self, info: DatasetInfo) -> tuple[nn.Module, Path | None, dict[str, Any]]:
@@ -334,6 +351,14 @@ class ModelSource:
                 raise UserError(f"--model-file: {self.factory}() returned a {type(net).__name__}, not a torch.nn.Module")
         elif self.torchscript:
             net = load_torchscript(self.torchscript)
+        elif self.registered:
+            net = MODELS.get(self.registered).build(info)
+            if self.weights:
+                state = read_weights(self.weights)
+                # an odebench checkpoint's tensors fit the classifier; a published layout fits its body
+                target = net if any(k.startswith("body.") for k in state) else getattr(net, "body", net)
+                load_weights(target, self.weights, state)
+            return net, source, extra
         else:
             net, extra["timm_version"] = load_timm(str(self.timm), info)
         if self.weights:
@@ -345,11 +370,11 @@ class ModelSource:
         returns (model in eval mode on `device`, meta, the path the CSV's checkpoint column names)."""
         net, source, extra = self.build(info)
         normalize = parse_normalize(self.normalize, info) if self.normalize else None
-        model = wrap(net, normalize).to(device).eval()
+        model = (net if self.registered else wrap(net, normalize)).to(device).eval()
         check_logits(model, info, sample.to(device), self.label)
         weights = self.weights or self.torchscript
         meta = module_meta(
-            self.factory or ("torchscript" if self.torchscript else f"timm:{self.timm}"), info,
+            self.factory or self.registered or ("torchscript" if self.torchscript else f"timm:{self.timm}"), info,
             sha256_file(weights) if weights else state_sha256(net), sha256_file(source) if source else "",
             name=self.label, weights=str(weights) if weights else "", source=str(source) if source else "",
             normalize={"mean": list(normalize[0]), "std": list(normalize[1])} if normalize else None, **extra,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..data.base import DatasetInfo
 from ..registry import MODELS
-from . import families, odenet, preact, resnet  # noqa: F401  (registration)
+from . import families, gains2023, odenet, preact, resnet, yan2020  # noqa: F401  (registration)
 from .base import ImageClassifier, nfe_of, solver_surrogate, swap_solver
 from .ode_block import ODEBlock, SolverConfig
 

@@ -41,9 +41,10 @@ class PixelFirstLayer(nn.Module):
 def split_first_layer(model: nn.Module) -> tuple[PixelFirstLayer, Layer]:
     """(first, rest) with rest(first(x)) == model(x); `first` is the first conv in pixel space.
 
-    Supported bodies: `SchemeNet` (every ResNet-family model: the first module of `stem`) and
-    `ODENet` (the first module of `downsample`). Other models are a UserError; a new family joins
-    by adding its case here.
+    Supported bodies: `SchemeNet` (every ResNet-family model: the first module of `stem`),
+    `ODENet` (the first module of `downsample`) and any body with a `split_first()` method
+    returning (first conv, the rest as a callable), as `models.yan2020`'s have. Other models are
+    a UserError.
     """
     body = getattr(model, "body", None)
     if isinstance(model, ImageClassifier) and isinstance(body, SchemeNet):
@@ -52,6 +53,9 @@ def split_first_layer(model: nn.Module) -> tuple[PixelFirstLayer, Layer]:
     if isinstance(model, ImageClassifier) and isinstance(body, ODENet):
         down_rest = body.downsample[1:]
         return PixelFirstLayer(model, body.downsample[0]), lambda z: body.head(body.block(down_rest(z)))
+    if isinstance(model, ImageClassifier) and hasattr(body, "split_first"):
+        first, rest = body.split_first()
+        return PixelFirstLayer(model, first), rest
     raise UserError(
         f"training method 'yopo' needs a model whose first layer it can split off "
         f"(ResNet-family or Neural ODE classifiers); {type(body or model).__name__} has none"
