@@ -84,6 +84,11 @@ def train(
     weight_decay: Optional[float] = typer.Option(None, help="weight decay (auto: 1e-4 SGD, 0 Adam)"),
     schedule: Optional[str] = typer.Option(None, help="auto, halve (every --lr-step epochs), multistep (/10 at 50%,75%), constant, onecycle (per batch: warm-up then cosine)"),
     lr_step: Optional[int] = typer.Option(None, help="epochs between halvings for the halve schedule (50)"),
+    milestones: Optional[str] = typer.Option(None, help="multistep schedule: epochs after which lr *= --gamma, "
+                                             "e.g. 30,60,90 (default: 50% and 75% of --epochs)"),
+    gamma: Optional[float] = typer.Option(None, help="multistep schedule: lr factor at each milestone (default 0.1)"),
+    snapshots: Optional[str] = typer.Option(None, help="also write a checkpoint after these epochs, e.g. 4,8,16, "
+                                            "into RUN/epoch-004 ... (may change on --resume)"),
     method: Optional[str] = typer.Option(None, help="training method: standard, or an adversarial one (odebench list)"),
     method_arg: Optional[list[str]] = typer.Option(None, "--method-arg", help="method option key=value"),
     augment: Optional[str] = typer.Option(None, help="training-input augmentations, '+'-separated: crop:PAD, flip, "
@@ -107,6 +112,7 @@ def train(
     values = _load_toml(config)
     flags = dict(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                  weight_decay=weight_decay, schedule=schedule, lr_step=lr_step, method=method, augment=augment,
+                 milestones=_epochs(milestones, "--milestones"), gamma=gamma, snapshots=_epochs(snapshots, "--snapshots"),
                  data_dir=data_dir, subset=subset, seed=seed, device=device, precision=precision, channels_last=channels_last)
     values.update({k: v for k, v in flags.items() if v is not None})
     if download:
@@ -120,6 +126,16 @@ def train(
     from .cli_train import run_training
 
     run_training(cfg, run_dir, resume, console)
+
+
+def _epochs(text: Optional[str], flag_name: str) -> Optional[list[int]]:
+    """'30,60,90' -> [30, 60, 90]; None stays None; anything else is a UserError naming the flag."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{flag_name} '{text}': give comma-separated epochs, e.g. 30,60,90") from None
 
 
 def main() -> None:

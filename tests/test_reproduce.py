@@ -167,3 +167,24 @@ def test_a_zoo_checkpoint_trained_with_the_same_settings_is_used_instead_of_trai
                                            epochs=2, batch_size=128))
     other = ensure_trained(longer, tmp_path / "other", None, "cpu", 0, SILENT, zoo=tmp_path / "zoo")
     assert json.loads((other / "meta.json").read_text())["epochs"] == 2  # trained, not taken from the zoo
+
+
+def test_an_unfinished_zoo_run_is_resumed_not_restarted(tmp_path):
+    import json
+
+    from robustbench_ode.experiments.reproduce import ensure_trained
+    from robustbench_ode.experiments.spec import ModelSpec
+    from robustbench_ode.training.trainer import TrainConfig, Trainer
+
+    from .helpers import stop_after_first_epoch
+
+    cfg = TrainConfig(model="resnet_small", dataset="digits", model_options={"width": 4}, epochs=2, batch_size=128,
+                      snapshots=[1], device="cpu")
+    zoo_run = tmp_path / "zoo" / "digits" / "tiny"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, zoo_run).run(on_epoch=stop_after_first_epoch)
+    run_dir = ensure_trained(ModelSpec("tiny", cfg), tmp_path / "models", None, "cpu", 0, SILENT, zoo=tmp_path / "zoo")
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]  # epoch 1 came from the zoo, only epoch 2 ran here
+    assert meta["history"][0] == json.loads((zoo_run / "epoch-001" / "meta.json").read_text())["history"][0]
+    assert (run_dir / "epoch-001" / "model.safetensors").is_file()

@@ -47,16 +47,24 @@ ZOO_FILES = (META, CONFIG, "model.safetensors")  # a finished checkpoint and the
 
 
 def from_zoo(zoo_dir: Path | None, run_dir: Path, cfg: TrainConfig, reporter: Reporter) -> None:
-    """Copy `zoo_dir` (a finished checkpoint with its config.json) into the empty `run_dir` when it
-    was trained with `cfg`. Loading verifies the weights' SHA-256 as for any run."""
-    if zoo_dir is None or not all((zoo_dir / name).is_file() for name in ZOO_FILES) or not trained_with(zoo_dir, cfg):
+    """Copy `zoo_dir` into the empty `run_dir` when it was trained with `cfg`: a finished checkpoint
+    (reused as it is), or an unfinished run (its train_state.pt and epoch snapshots; training then
+    resumes from its last epoch). Loading verifies the weights' SHA-256 as for any run."""
+    if zoo_dir is None or not (zoo_dir / CONFIG).is_file() or not trained_with(zoo_dir, cfg):
+        return
+    finished = all((zoo_dir / name).is_file() for name in ZOO_FILES)
+    if not finished and not (zoo_dir / STATE).is_file():
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         return  # an interrupted run of our own: resume it
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ZOO_FILES:
-        shutil.copyfile(zoo_dir / name, run_dir / name)
-    reporter.line(f"using the zoo checkpoint {zoo_dir}")
+    if finished:
+        for name in ZOO_FILES:
+            shutil.copyfile(zoo_dir / name, run_dir / name)
+        reporter.line(f"using the zoo checkpoint {zoo_dir}")
+        return
+    shutil.copytree(zoo_dir, run_dir, dirs_exist_ok=True)
+    reporter.line(f"resuming the unfinished zoo run {zoo_dir}")
 
 
 def ensure_trained(spec: ModelSpec, models_dir: Path, data_dir: str | None, device: str, seed: int,

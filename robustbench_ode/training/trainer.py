@@ -59,13 +59,16 @@ class TrainConfig:
     weight_decay: float | None = None
     schedule: str = "auto"  # auto | halve | multistep | constant | onecycle
     lr_step: int = 50  # epochs between halvings for the 'halve' schedule
+    milestones: list[int] = field(default_factory=list)  # 'multistep': epochs after which lr *= gamma ([]: 50%, 75%)
+    gamma: float = 0.1  # 'multistep': the factor at each milestone
+    snapshots: list[int] = field(default_factory=list)  # epochs after which a checkpoint goes to epoch-NNN/
     method: str = "standard"
     method_options: dict[str, Any] = field(default_factory=dict)
     augment: str = ""  # training inputs only: "" (none), e.g. crop:4+flip or gaussian:SIGMA (augment.parse_augment)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16: training steps' arithmetic (robustbench_ode.precision)
-    channels_last: bool | None = None  # BatchNorm conv nets' layout (models.base.fast_layout); None: with bf16
+    channels_last: bool | None = None  # BatchNorm conv nets' layout (models.base.fast_layout); None: with bf16 if BatchNorm
     eval_batch_size: int = 500
 
     def validate(self) -> None:
@@ -84,13 +87,21 @@ class TrainConfig:
             raise UserError(f"{option('precision')} must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.lr_step < 1:
             raise UserError(f"{option('lr_step')} must be >= 1, got {self.lr_step}")
+        if any(m < 1 for m in self.milestones):
+            raise UserError(f"{option('milestones')} must be epochs >= 1, got {self.milestones}")
+        if not 0 < self.gamma <= 1:
+            raise UserError(f"{option('gamma')} must be in (0, 1], got {self.gamma}")
+        if any(not 1 <= e <= self.epochs for e in self.snapshots):
+            raise UserError(f"{option('snapshots')} must be epochs from 1 to {option('epochs')} ({self.epochs}), "
+                            f"got {self.snapshots}")
         parse_augment(self.augment)
 
 
 # Where and in which arithmetic a run computes, not what it trains: a run resumes (or is reused) on
 # another machine, whose `auto` precision may differ; each epoch records the precision it ran in.
 # `amp` is the precision field of configs written before --precision existed.
-_NOT_IDENTITY = ("device", "data_dir", "download", "precision", "channels_last", "amp")
+# `snapshots` only says which epochs are also kept as checkpoints: it may change on resume.
+_NOT_IDENTITY = ("device", "data_dir", "download", "precision", "channels_last", "amp", "snapshots")
 
 
 def resumable_part(config: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +131,8 @@ def is_ode_model(model: nn.Module) -> bool:
 def make_optimizer(
     cfg: TrainConfig, model: nn.Module, steps_per_epoch: int = 1
 ) -> tuple[torch.optim.Optimizer, Any, dict]:
-    """The paper's recipes: Adam halved every 50 epochs (Neural ODE), SGD 0.1 with /10 at 50%/75% (ResNet).
+    """The paper's recipes: Adam halved every 50 epochs (Neural ODE), SGD 0.1 with /10 at 50%/75% (ResNet);
+    `multistep` with explicit `milestones` and `gamma` gives e.g. Yan et al.'s /5 after epochs 30, 60, 90.
 
     `onecycle` (Smith & Topin's super-convergence: warm-up to --lr over the first 30% of the batches,
     cosine annealing to ~0 after) is stepped per batch, so it needs `steps_per_epoch`; the others
@@ -136,16 +148,18 @@ def make_optimizer(
         wd = 1e-4 if cfg.weight_decay is None else cfg.weight_decay
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=wd)
     schedule = cfg.schedule if cfg.schedule != "auto" else ("halve" if opt_name == "adam" else "multistep")
+    extra: dict[str, Any] = {}
     if schedule == "halve":
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=0.5)
     elif schedule == "multistep":
-        milestones = sorted({max(1, round(cfg.epochs * 0.5)), max(1, round(cfg.epochs * 0.75))})
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+        milestones = sorted(set(cfg.milestones)) or sorted({max(1, round(cfg.epochs * 0.5)), max(1, round(cfg.epochs * 0.75))})
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.gamma)
+        extra = {"milestones": milestones, "gamma": cfg.gamma}
     elif schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=cfg.epochs * steps_per_epoch)
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    resolved = {"optimizer": opt_name, "lr": lr, "weight_decay": wd, "schedule": schedule}
+    resolved = {"optimizer": opt_name, "lr": lr, "weight_decay": wd, "schedule": schedule} | extra
     return opt, sched, resolved
 
 
@@ -188,9 +202,11 @@ class Trainer:
         seed_everything(cfg.seed)
         model = build_model(cfg.model, self.splits.info, **cfg.model_options).to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device).for_model(model)
-        # channels_last goes with bf16 on a CPU (its bf16 kernels want it); asked for, it is honoured
-        self.channels_last = (self.precision.bf16 and self.device.type == "cpu") if cfg.channels_last is None \
-            else cfg.channels_last
+        # channels_last goes with bf16 on a CPU for BatchNorm nets (their bf16 kernels want it; GroupNorm
+        # ones run 3.6x slower in it: yan2020_cnn, 1 thread, AMX); asked for, it is honoured
+        batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        self.channels_last = (self.precision.bf16 and self.device.type == "cpu" and batchnorm) \
+            if cfg.channels_last is None else cfg.channels_last
         self.model = fast_layout(model, self.channels_last)
         self.model_options = MODELS.get(cfg.model).resolve(cfg.model_options)
         self.method_options = method_entry(cfg.method).resolve(cfg.method_options)
@@ -317,6 +333,8 @@ class Trainer:
                 **(nfe_of(self.model) or {}),
             }
             self.history.append(record)
+            if epoch + 1 in cfg.snapshots and epoch + 1 < cfg.epochs:  # before the state: a crash redoes the epoch
+                self.write_checkpoint(self.out / snapshot_dir(epoch + 1), epoch + 1)
             self._save_state(epoch + 1)
             if on_epoch:
                 on_epoch(record)
@@ -327,8 +345,14 @@ class Trainer:
         torchrun rank 0 does, and every process returns its metadata)."""
         if not distributed.is_main():
             return distributed.broadcast(None)
+        return distributed.broadcast(self.write_checkpoint(self.out, self.cfg.epochs))
+
+    def write_checkpoint(self, path: Path, epochs_done: int) -> dict[str, Any]:
+        """Write the model as it is after `epochs_done` epochs, with its fp32 clean test accuracy,
+        as a checkpoint at `path`; return its metadata. Rank 0 only."""
         test_acc = evaluate(self.model, self.splits.test_x, self.splits.test_y, self.cfg.eval_batch_size, self.device)
-        rates = [h["img_per_s"] for h in self.history]
+        history = [h for h in self.history if h["epoch"] <= epochs_done]
+        rates = [h["img_per_s"] for h in history]
         meta = {
             "model": self.cfg.model,
             "model_options": self.model_options,
@@ -337,20 +361,26 @@ class Trainer:
             "normalisation": {"mean": list(self.splits.info.mean), "std": list(self.splits.info.std)},
             "train_size": len(self.splits.train_y),
             "test_size": len(self.splits.test_y),
-            "epochs": self.cfg.epochs,
+            "epochs": epochs_done,
             "method": self.cfg.method,
             "method_options": self.method_options,
             "training": self.resolved | self.precision.to_dict() | {
                 "batch_size": self.cfg.batch_size, "channels_last": self.channels_last, "augment": self.cfg.augment},
             "metrics": {
                 "test_acc": test_acc,
-                "final_train_loss": self.history[-1]["train_loss"] if self.history else None,
+                "final_train_loss": history[-1]["train_loss"] if history else None,
                 "img_per_s": round(sum(rates) / len(rates), 1) if rates else None,
             },
-            "history": self.history,
-            "wall_time_s": round(self.wall, 2),
+            "history": history,
+            "wall_time_s": round(sum(h["seconds"] for h in history), 2) if epochs_done < self.cfg.epochs else round(self.wall, 2),
             "completed": True,
+            **({"snapshot": {"of_epochs": self.cfg.epochs, "run_dir": str(self.out)}} if epochs_done < self.cfg.epochs else {}),
             **provenance(self.cfg.seed, self.device),
         }
-        save_checkpoint(self.out, self.model, meta)
-        return distributed.broadcast(meta)
+        save_checkpoint(path, self.model, meta)
+        return meta
+
+
+def snapshot_dir(epoch: int) -> str:
+    """Where a run dir keeps the checkpoint of `epoch` (`TrainConfig.snapshots`): epoch-004, ..."""
+    return f"epoch-{epoch:03d}"

@@ -1,7 +1,8 @@
-"""Train one of the strong preset's checkpoints into the directory `odebench reproduce --preset strong`
-reuses, so the four trainings can run as separate processes (one per core):
+"""Train one of the strong (or published) preset's checkpoints into the directory `odebench reproduce
+--preset strong` (`published`) reuses, so the trainings can run as separate processes (one per core):
 
     OMP_NUM_THREADS=1 python scripts/strong/train_one.py yan_twin --data-dir ../shared/data
+    OMP_NUM_THREADS=1 python scripts/strong/train_one.py yan_ode-noise --preset published --data-dir ../shared/data
 
 Resumes an interrupted run; the TrainConfig is the preset's own (experiments.paper.table1_models).
 """
@@ -20,12 +21,14 @@ from robustbench_ode.experiments.reproduce import ensure_trained
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("key", help="yan_twin, yan_ode, yan_twin-noise or yan_ode-noise")
+    ap.add_argument("key", help="strong: yan_twin, yan_ode, yan_twin-noise or yan_ode-noise; published: yan_cnn-noise "
+                                "or yan_ode-noise")
+    ap.add_argument("--preset", default="strong", choices=("strong", "published"))
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default="runs/reproduce", help="reproduce's --out")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    preset = PRESETS["strong"]
+    preset = PRESETS[args.preset]
     specs = {s.key: s for s in table1_models(preset, "mnist", "mnist")}
     if args.key not in specs:
         ap.error(f"unknown key {args.key!r} (choose from {', '.join(specs)})")
