@@ -148,3 +148,12 @@ def test_a_missing_checkpoint_or_an_out_that_is_a_file_is_one_line(ckpt, tmp_pat
     (tmp_path / "taken").write_text("keep")
     assert "is a file" in one_line_error(odebench("converge", "-c", ckpt, "--eps", "0.1", "--out", tmp_path / "taken"))
     assert (tmp_path / "taken").read_text() == "keep"
+
+
+def test_autoattacks_last_members_are_rungs_only_when_named():
+    assert [b.label for b in parse_budgets(None)] == [b.label for b in LADDER]
+    named = parse_budgets("square,autoattack,pgd10,fab-t,apgd-t")
+    assert [b.label for b in named] == ["pgd10", "apgd-t", "fab-t", "square", "autoattack"]
+    fab, square = named[2].spec(0.3, 0.01), named[3].spec(0.3, 0.01)
+    assert (fab.name, fab.options["targets"], fab.options["steps"]) == ("fab", 9, 100)  # AutoAttack's FAB-T
+    assert (square.name, square.options["queries"], square.options["p_init"]) == ("square", 5000, 0.8)

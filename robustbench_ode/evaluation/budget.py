@@ -67,20 +67,29 @@ LADDER: tuple[Budget, ...] = (
     Budget("apgd-t", "apgd", {"targets": 9, "seed": 6}),
     Budget("autoattack", "autoattack", {"seed": 7}),
 )
+# AutoAttack's last two members as rungs of their own, with its settings (asked for by name, never by
+# default): "...,apgd-ce,apgd-t,fab-t,square" runs every member of the standard ensemble once, each
+# on the survivors of all earlier rungs, without the "autoattack" rung's second APGD-CE and APGD-T.
+MEMBERS: tuple[Budget, ...] = (
+    Budget("fab-t", "fab", {"targets": 9, "steps": 100, "seed": 8}),
+    Budget("square", "square", {"queries": 5000, "p_init": 0.8, "seed": 9}),
+)
+_ORDER: tuple[Budget, ...] = LADDER[:-1] + MEMBERS + LADDER[-1:]
 
 
 def parse_budgets(text: str | None) -> list[Budget]:
-    """'pgd10,apgd-ce' -> those rungs of LADDER in ladder order (None: all of them)."""
+    """'pgd10,apgd-ce' -> those rungs in ladder order (None: every rung of LADDER; fab-t and square
+    only when named)."""
     if text is None:
         return list(LADDER)
     names = {part.strip().lower() for part in text.split(",") if part.strip()}
-    known = {b.label for b in LADDER}
+    known = {b.label for b in _ORDER}
     unknown = sorted(names - known)
     if unknown:
-        raise UserError(f"{option('budgets')}: unknown budget '{unknown[0]}' (choose from {', '.join(b.label for b in LADDER)})")
+        raise UserError(f"{option('budgets')}: unknown budget '{unknown[0]}' (choose from {', '.join(b.label for b in _ORDER)})")
     if not names:
         raise UserError(f"{option('budgets')} needs at least one budget")
-    return [b for b in LADDER if b.label in names]
+    return [b for b in _ORDER if b.label in names]
 
 
 def parse_step_size(text: str) -> float | None:
