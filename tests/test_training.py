@@ -66,7 +66,8 @@ def test_recipes_follow_the_paper_adam_halving_for_odes_sgd_steps_for_resnets():
 
     net = build_model("resnet_small", info, width=4)
     opt, sched, resolved = make_optimizer(TrainConfig(model="resnet_small", epochs=8), net)
-    assert resolved == {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "schedule": "multistep"}
+    assert resolved == {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "schedule": "multistep",
+                        "milestones": [4, 6], "gamma": 0.1}
     assert opt.param_groups[0]["momentum"] == 0.9
     lrs = []
     for _ in range(8):
