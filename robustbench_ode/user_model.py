@@ -233,6 +233,15 @@ def load_weights(net: nn.Module, path: Path, state: dict[str, Tensor] | None = N
         raise UserError(f"--weights '{path}' do not fit the model ({' '.join(str(exc).split())})") from None
 
 
+def load_registered_weights(model: nn.Module, path: Path, state: dict[str, Tensor]) -> nn.Module:
+    """Load the tensors `state` (read from `path`) into a registered model, strictly: an odebench
+    checkpoint's tensors (named `body.*`) into the classifier, any other layout (a published one,
+    such as yan2020_ode's) into its body; return the module they were loaded into."""
+    target = model if any(k.startswith("body.") for k in state) else getattr(model, "body", model)
+    load_weights(target, path, state)
+    return target
+
+
 def load_torchscript(path: Path) -> nn.Module:
     """A scripted or traced model (`torch.jit.load`, on the CPU)."""
     if not path.is_file():
@@ -354,10 +363,7 @@ class ModelSource:
         elif self.registered:
             net = MODELS.get(self.registered).build(info)
             if self.weights:
-                state = read_weights(self.weights)
-                # an odebench checkpoint's tensors fit the classifier; a published layout fits its body
-                target = net if any(k.startswith("body.") for k in state) else getattr(net, "body", net)
-                load_weights(target, self.weights, state)
+                load_registered_weights(net, self.weights, read_weights(self.weights))
             return net, source, extra
         else:
             net, extra["timm_version"] = load_timm(str(self.timm), info)

@@ -39,7 +39,7 @@ from ..precision import resolve_precision
 from ..registry import MODELS
 from ..reporting import SILENT, Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device, seed_everything
-from ..user_model import check_logits, load_weights, module_meta, read_weights, state_sha256
+from ..user_model import check_logits, load_registered_weights, module_meta, read_weights, state_sha256
 from .ledger import Claim, PublishedNumber
 
 REPRODUCED, OVERSTATED, REFUTED, NOT_REPRODUCED = "reproduced", "overstated", "refuted", "not reproduced"
@@ -118,12 +118,10 @@ def load_released(claim: Claim, weights: Path, info: Any) -> tuple[nn.Module, di
     if not Path(weights).is_file():
         raise UserError(f"{option('weights')} '{weights}' does not exist; download it from {claim.weights.url}")
     model = MODELS.get(claim.model).build(info, **claim.model_options)
-    state = released_tensors(Path(weights))
-    body = model if any(k.startswith("body.") for k in state) else getattr(model, "body", model)
-    load_weights(body, Path(weights), state)
+    loaded = load_registered_weights(model, Path(weights), released_tensors(Path(weights)))
     digest = sha256_file(Path(weights))
     return model.eval(), {"file": str(weights), "sha256": digest, "released_sha256": claim.weights.sha256,
-                          "is_released_file": digest == claim.weights.sha256, "tensors_sha256": state_sha256(body)}
+                          "is_released_file": digest == claim.weights.sha256, "tensors_sha256": state_sha256(loaded)}
 
 
 def _protocol_specs(claim: Claim) -> list[tuple[AttackSpec, list[float]]]:
