@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
@@ -56,13 +55,10 @@ def list_cmd(
 def _load_toml(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except OSError:
-        raise UserError(f"cannot read config file '{path}'") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"config file '{path}' is not valid TOML: {exc}") from None
+    from .runinfo import read_toml
     from .training.trainer import TrainConfig
+
+    data = read_toml(path, "config file")
 
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(data) - known)

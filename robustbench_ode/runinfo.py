@@ -97,3 +97,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, data: Any) -> None:
     """Atomically write pretty JSON."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML file `path` as a dict; unreadable or invalid is a UserError naming `what` ('config file')."""
+    import tomllib
+
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError:
+        raise UserError(f"cannot read {what} '{path}'") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{what} '{path}' is not valid TOML: {exc}") from None

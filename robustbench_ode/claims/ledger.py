@@ -11,7 +11,6 @@ field for anything missing or malformed.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..runinfo import read_toml
 
 LEDGER = Path(__file__).with_name("published")
 SAMPLINGS = ("numpy-choice", "first", "balanced")
@@ -126,12 +126,7 @@ def _radius(value: Any, where: str) -> float:
 def load_claim(path: Path) -> Claim:
     """Parse and validate one ledger file."""
     where = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except OSError:
-        raise UserError(f"cannot read claim file '{path}'") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"claim file '{path}' is not valid TOML: {exc}") from None
+    data = read_toml(path, "claim file")
     kind = data.get("kind", "empirical")
     if kind not in KINDS:
         raise UserError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Copy the published-claims work's small files for committing: each claim check (runs/claims/*) and
-# each training-length check (runs/published/curve/*) into docs/results/published/ (claim.json/.md,
+# each training-length check (runs/published/curve/*) and the strong pair on the same protocol
+# (runs/published/same_protocol/*) into docs/results/published/ (claim.json/.md,
 # the protocol's and the ladder's tables, the audit), the table of all of them into
 # docs/results/published/table.md, and the `published` preset's runs as far as they got (config,
 # train_state.pt to resume from, epoch snapshots; ~0.6 MB per checkpoint) into zoo/published/mnist/,
 # where `odebench reproduce --preset published` resumes them instead of starting over.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for src in runs/claims runs/published/curve; do
+for src in runs/claims runs/published/curve runs/published/same_protocol; do
   [ -d "$src" ] || continue
   for run in "$src"/*/; do
     [ -f "$run/claim.json" ] || continue
@@ -19,7 +20,7 @@ for src in runs/claims runs/published/curve; do
     done
   done
 done
-python scripts/published/table.py runs/claims runs/published/curve > docs/results/published/table.md
+python scripts/published/table.py runs/claims runs/published/curve runs/published/same_protocol > docs/results/published/table.md
 for run in runs/reproduce/published/models/mnist/*/; do
   [ -f "$run/config.json" ] || continue
   dst=zoo/published/mnist/$(basename "$run"); mkdir -p "$dst"

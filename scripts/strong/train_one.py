@@ -27,12 +27,14 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default="runs/reproduce", help="reproduce's --out")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--zoo", default="zoo", help="take (or resume) the run from <zoo>/<preset>/mnist/<key> if it matches")
     args = ap.parse_args()
     preset = PRESETS[args.preset]
     specs = {s.key: s for s in table1_models(preset, "mnist", "mnist")}
     if args.key not in specs:
         ap.error(f"unknown key {args.key!r} (choose from {', '.join(specs)})")
-    ensure_trained(specs[args.key], Path(args.out) / preset.name / "models", args.data_dir, args.device, 0, RichReporter(Console()))
+    ensure_trained(specs[args.key], Path(args.out) / preset.name / "models", args.data_dir, args.device, 0,
+                   RichReporter(Console()), zoo=Path(args.zoo) / preset.name)
 
 
 if __name__ == "__main__":
