@@ -484,13 +484,11 @@ def claims_check(
 ) -> None:
     """Run a claim's published protocol, then the converged ladder and the audit; print claimed vs measured."""
     from .claims import get_claim
-    from .claims.check import check_claim
+    from .claims.check import check_claim, claim_markdown
     from .cli_reporter import RichReporter
 
     claim = get_claim(name, ledger)
     report = check_claim(claim, weights, out or Path("runs/claims") / name, data_dir=data_dir, n_samples=n_samples,
                          protocol_samples=protocol_samples, budgets=budgets, audit=audit, device=device, seed=seed,
                          precision=precision, reporter=RichReporter(console))
-    from .claims.check import claim_markdown
-
     console.print(claim_markdown(report), markup=False, highlight=False)

@@ -333,7 +333,8 @@ class Trainer:
                 **(nfe_of(self.model) or {}),
             }
             self.history.append(record)
-            if epoch + 1 in cfg.snapshots and epoch + 1 < cfg.epochs:  # before the state: a crash redoes the epoch
+            snapshot = epoch + 1 in cfg.snapshots and epoch + 1 < cfg.epochs
+            if snapshot and distributed.is_main():  # before the state: a crash redoes the epoch and its snapshot
                 self.write_checkpoint(self.out / snapshot_dir(epoch + 1), epoch + 1)
             self._save_state(epoch + 1)
             if on_epoch:
