@@ -173,8 +173,9 @@ _MODEL_FILE = typer.Option(None, "--model-file", help="your model: FILE.py:FACTO
 _WEIGHTS = typer.Option(None, "--weights", help="weights for --model-file / --model: .safetensors, or a .pt/.pth "
                         "state dict (read with torch.load(weights_only=True))")
 _TORCHSCRIPT = typer.Option(None, "--torchscript", help="your model as a TorchScript file (scripted or traced)")
-_MODEL = typer.Option(None, "--model", help="timm:NAME, a timm architecture (pip install odebench\\[timm]; "
-                      "weights from --weights, nothing is downloaded)")
+_MODEL = typer.Option(None, "--model", help="a registered model (odebench list models, e.g. yan2020_ode) or "
+                      "timm:NAME, a timm architecture (pip install odebench\\[timm]); weights from --weights, "
+                      "nothing is downloaded")
 _NORMALIZE = typer.Option(None, "--normalize", help="your model expects normalised input: MEANS/STDS, one value or one "
                           "per channel each (0.1307/0.3081, 0.49,0.48,0.45/0.25,0.24,0.26), or 'dataset'; "
                           "ε stays in [0, 1] pixel units")
