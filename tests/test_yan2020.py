@@ -170,3 +170,15 @@ def test_a_bad_registered_model_option_is_one_line(args: list[str], message: str
 
     result = odebench("attack", *args, "--dataset", "digits", "-a", "fgsm", "--eps", "0.1")
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_audit_swaps_the_solver_of_a_registered_ode_without_with_solver(tmp_path: Path) -> None:
+    from robustbench_ode.audit.checks import AuditConfig, ode_surrogates
+
+    model = loaded("yan2020_ode", tmp_path)
+    (name, surrogate), = ode_surrogates(model, AuditConfig(eps=0.1)).items()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        surrogate(x)
+    assert name == "rk4 h=0.1" and nfe_of(surrogate)["nfe_forward"] == 40
+    assert ode_surrogates(loaded("yan2020_cnn", tmp_path), AuditConfig(eps=0.1)) == {}

@@ -16,7 +16,8 @@ from ..attacks.ball import lp_norm
 from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
 from ..evaluation.verdict import VERIFY_ROUNDS, predict, robust_mask
-from ..models.base import batch_dependent
+from ..models.base import batch_dependent, solver_surrogate
+from ..models.ode_block import ODEBlock
 from ..precision import FP32, Precision
 from ..registry import ATTACKS
 from .gradients import gradient_stats
@@ -257,14 +258,14 @@ def _robust_to_all_gradient(bench: Bench, cfg: AuditConfig) -> Tensor:
 def ode_surrogates(model: nn.Module, cfg: AuditConfig) -> dict[str, nn.Module]:
     """Same-weight models to attack through: fixed-step rk4 and, for an adjoint model, direct
     back-propagation through the model's own solver. Empty for a model without an ODE solver."""
-    if getattr(model, "with_solver", None) is None:
+    if getattr(model, "with_solver", None) is None and not any(isinstance(m, ODEBlock) for m in model.modules()):
         return {}
     configs = [m.config for m in model.modules() if hasattr(m, "nfe_forward") and hasattr(m, "config")]
     t1 = configs[0].t1 if configs else 1.0
     step = t1 / cfg.surrogate_steps
-    surrogates = {f"rk4 h={step:g}": model.with_solver(solver="rk4", step_size=step, adjoint=False)}
+    surrogates = {f"rk4 h={step:g}": solver_surrogate(model, solver="rk4", step_size=step, adjoint=False)}
     if configs and configs[0].adjoint:
-        surrogates[f"{configs[0].solver}, no adjoint"] = model.with_solver(solver=configs[0].solver, adjoint=False)
+        surrogates[f"{configs[0].solver}, no adjoint"] = solver_surrogate(model, solver=configs[0].solver, adjoint=False)
     return surrogates
 
 
