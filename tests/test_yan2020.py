@@ -182,3 +182,10 @@ def test_the_audit_swaps_the_solver_of_a_registered_ode_without_with_solver(tmp_
         surrogate(x)
     assert name == "rk4 h=0.1" and nfe_of(surrogate)["nfe_forward"] == 40
     assert ode_surrogates(loaded("yan2020_cnn", tmp_path), AuditConfig(eps=0.1)) == {}
+
+
+def test_autoattacks_surrogate_member_finds_the_solver_of_a_registered_ode(tmp_path: Path) -> None:
+    from robustbench_ode.attacks.autoattack import ode_decider
+
+    ode = loaded("yan2020_ode", tmp_path)
+    assert ode_decider(ode) is ode and ode_decider(loaded("yan2020_cnn", tmp_path)) is None

@@ -6,7 +6,7 @@ from typing import Callable
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..models.base import solver_surrogate
+from ..models.base import has_ode_solver, solver_surrogate
 from ..registry import ATTACKS
 from .apgd import APGD
 from .base import Attack, check_positive
@@ -26,7 +26,7 @@ Member = tuple[str, Callable[[nn.Module, float], "tuple[Attack, nn.Module] | Non
 def ode_decider(model: nn.Module) -> nn.Module | None:
     """The ODE model that decides: `model`, or the one a `GradientFrom` wraps; None without a solver."""
     base = model.model if isinstance(model, GradientFrom) else model
-    return base if hasattr(base, "with_solver") else None
+    return base if has_ode_solver(base) else None
 
 
 def ode_horizon(model: nn.Module) -> float | None:

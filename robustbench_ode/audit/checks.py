@@ -16,8 +16,7 @@ from ..attacks.ball import lp_norm
 from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
 from ..evaluation.verdict import VERIFY_ROUNDS, predict, robust_mask
-from ..models.base import batch_dependent, solver_surrogate
-from ..models.ode_block import ODEBlock
+from ..models.base import batch_dependent, has_ode_solver, solver_surrogate
 from ..precision import FP32, Precision
 from ..registry import ATTACKS
 from .gradients import gradient_stats
@@ -258,7 +257,7 @@ def _robust_to_all_gradient(bench: Bench, cfg: AuditConfig) -> Tensor:
 def ode_surrogates(model: nn.Module, cfg: AuditConfig) -> dict[str, nn.Module]:
     """Same-weight models to attack through: fixed-step rk4 and, for an adjoint model, direct
     back-propagation through the model's own solver. Empty for a model without an ODE solver."""
-    if getattr(model, "with_solver", None) is None and not any(isinstance(m, ODEBlock) for m in model.modules()):
+    if not has_ode_solver(model):
         return {}
     configs = [m.config for m in model.modules() if hasattr(m, "nfe_forward") and hasattr(m, "config")]
     t1 = configs[0].t1 if configs else 1.0

@@ -54,9 +54,14 @@ def solver_surrogate(model: nn.Module, **options: object) -> nn.Module:
     with_solver = getattr(model, "with_solver", None)
     if with_solver is not None:
         return with_solver(**options)
-    if any(isinstance(m, ODEBlock) for m in model.modules()):
+    if has_ode_solver(model):
         return swap_solver(model, **options)  # type: ignore[arg-type]
     raise UserError(f"{type(model).__name__} has no ODE solver to swap (solver surrogates need an ODE model)")
+
+
+def has_ode_solver(model: nn.Module) -> bool:
+    """Whether `solver_surrogate` can swap `model`'s solver: it has `with_solver` or an `ODEBlock`."""
+    return getattr(model, "with_solver", None) is not None or any(isinstance(m, ODEBlock) for m in model.modules())
 
 
 def swap_solver(
