@@ -176,3 +176,9 @@ def test_released_tensors_reads_a_training_checkpoint_dict_whatever_its_suffix(t
     tensors = released_tensors(path)
     assert set(tensors) == set(body.state_dict())
     assert all(torch.equal(tensors[k], v) for k, v in body.state_dict().items())
+
+
+def test_a_bad_sample_count_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    result = odebench("claims", "check", "yan2020-ode", "--weights", tmp_path / "missing.pth", "--n-samples", "0",
+                      "--data-dir", tmp_path)
+    assert result.returncode == 2 and "--n-samples must be >= 1" in result.stderr

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..checkpoint import sha256_file
 from ..data import load_dataset
 from ..errors import UserError, option
-from ..evaluation.budget import BudgetCurves, BudgetJob, parse_budgets
+from ..evaluation.budget import BudgetCurves, BudgetJob, parse_budgets, write_budget_files
 from ..evaluation.runner import AttackSpec, Target
 from ..evaluation.session import AttackJob, Evaluation, run_evaluation
 from ..precision import resolve_precision
@@ -135,9 +135,6 @@ def _protocol_specs(claim: Claim) -> list[tuple[AttackSpec, list[float]]]:
 
 def _ladder_rows(claim: Claim, target: Target, x: Tensor, y: Tensor, info: Any, out: Path, budgets: str,
                  seed: int, device: torch.device, precision: str, reporter: Reporter) -> list[dict[str, Any]]:
-    from ..report.budget import budget_markdown, budget_plot
-    import pandas as pd
-
     # PGD rungs step 2.5·ε/steps (converge's 'scaled'): the paper's 0.01 cannot reach ε = 0.3 in 10 steps
     job = BudgetJob(checkpoints=[], eps=list(claim.ladder_eps), out=out, budgets=parse_budgets(budgets),
                     step_size=None, n_samples=len(y), seed=seed, device=str(device), precision=precision)
@@ -146,10 +143,7 @@ def _ladder_rows(claim: Claim, target: Target, x: Tensor, y: Tensor, info: Any, 
     with torch.inference_mode(False):
         for eps in claim.ladder_eps:
             rows += curves.curve(target, eps)
-    df = pd.DataFrame(rows)
-    atomic_write_text(out / "budget.csv", df.to_csv(index=False))
-    atomic_write_text(out / "budget.md", budget_markdown(df))
-    budget_plot(df, out / "budget.png")
+    write_budget_files(rows, out)
     return rows
 
 
@@ -173,6 +167,9 @@ def check_claim(claim: Claim, weights: Path, out: Path, *, data_dir: str | None 
     from ..audit.command import audit_config
     from ..audit.report import verdict_line, write_audit
 
+    for name, value in (("protocol_samples", protocol_samples), ("n_samples", n_samples)):
+        if value is not None and value < 1:
+            raise UserError(f"{option(name)} must be >= 1, got {value}")
     dev = resolve_device(device)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -186,13 +183,9 @@ def check_claim(claim: Claim, weights: Path, out: Path, *, data_dir: str | None 
                       f"released {claim.weights.sha256[:12]}...): the verdict is about these weights")
     idx = claim.sampling.indices(splits.test_y)
     if protocol_samples is not None:
-        if protocol_samples < 1:
-            raise UserError(f"{option('protocol_samples')} must be >= 1, got {protocol_samples}")
         idx = idx[:protocol_samples]
     x, y = splits.test_x[idx], splits.test_y[idx]
     n_ladder = min(len(y), claim.ladder_samples if n_samples is None else n_samples)
-    if n_ladder < 1:
-        raise UserError(f"{option('n_samples')} must be >= 1, got {n_samples}")
     meta = module_meta(claim.model, info, released["tensors_sha256"], name=claim.name, weights=str(weights))
     target = Target.from_module(model, meta, dev, "torchode", path=Path(weights), label=claim.name)
     check_logits(target.model, info, x[:2].to(dev), claim.name)

@@ -263,11 +263,16 @@ def run_budget_job(job: BudgetJob, on_cell: Callable[[str], None] | None = None,
         for target in ev.targets:
             for eps in job.eps:
                 rows += curves.curve(target, eps)
+    return rows, write_budget_files(rows, job.out)
+
+
+def write_budget_files(rows: list[dict[str, Any]], out: Path) -> str:
+    """Write the curves' rows as budget.csv, budget.md and budget.png in `out`; return the Markdown."""
     df = pd.DataFrame(rows)
     buf = io.StringIO()
     df.to_csv(buf, index=False)
-    atomic_write_text(job.out / "budget.csv", buf.getvalue())
+    atomic_write_text(out / "budget.csv", buf.getvalue())
     text = budget_markdown(df)
-    atomic_write_text(job.out / "budget.md", text)
-    budget_plot(df, job.out / "budget.png")
-    return rows, text
+    atomic_write_text(out / "budget.md", text)
+    budget_plot(df, out / "budget.png")
+    return text
