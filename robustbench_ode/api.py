@@ -91,7 +91,7 @@ def _target(model: nn.Module | str | Path, x: Tensor, y: Tensor, info: DatasetIn
     if not isinstance(model, nn.Module):
         raise UserError(f"model must be an nn.Module or a checkpoint directory, not a {type(model).__name__}")
     norm = (tuple(map(float, normalize[0])), tuple(map(float, normalize[1]))) if normalize is not None else None
-    wrapped = wrap(model, norm).to(device).eval()
+    wrapped = wrap(model.eval(), norm, x[:4]).to(device).eval()
     label = name or type(model).__name__
     info = info or _tensor_info(wrapped, x.to(device), y)
     check_logits(wrapped, info, x[:2].to(device), label)

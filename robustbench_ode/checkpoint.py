@@ -50,12 +50,18 @@ def read_meta(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint '{path}' does not exist")
+    given = path
     if path.is_file():
         path = path.parent
     meta_file = path / META
     try:
         meta = json.loads(meta_file.read_text())
     except (OSError, json.JSONDecodeError):
+        if given.is_file():
+            raise UserError(f"'{given}' is a file, not an odebench checkpoint directory (no {META} beside it); "
+                            "weights go with the network they belong to: a model given as code with its weights "
+                            "(--model-file FILE:FACTORY --weights, --model NAME --weights; in Python load them "
+                            "into your nn.Module and pass the module)") from None
         raise UserError(f"'{path}' is not an odebench checkpoint (no readable {META})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"'{path}' is not an odebench checkpoint (format is not {FORMAT})")
@@ -67,10 +73,10 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
     from .models import build_model
     from .models.base import fast_layout
 
+    meta = read_meta(path)
     path = Path(path)
     if path.is_file():
         path = path.parent
-    meta = read_meta(path)
     weights = path / WEIGHTS
     if not weights.exists():
         raise UserError(f"checkpoint '{path}' has no {WEIGHTS}")

@@ -27,6 +27,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import traceback
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from .checkpoint import sha256_file
 from .data.base import DatasetInfo
 from .errors import UserError
 from .models.base import swap_solver
+from .models.intercept import Integrated, integrates
 from .models.ode_block import ODEBlock
 from .registry import MODELS
 
@@ -53,6 +55,15 @@ def first_line(exc: BaseException) -> str:
     """'TypeError: the first line of the message', for one-line errors."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _where(exc: BaseException, source: Path | None) -> str:
+    """' (at mynet.py:12)': the line of the user's file where `exc` was raised, innermost first;
+    '' when the traceback never passes through `source`."""
+    if source is None:
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == source.resolve()]
+    return f" (at {source.name}:{frames[-1].lineno})" if frames else ""
 
 
 def first_sentence(exc: BaseException) -> str:
@@ -118,9 +129,14 @@ class PixelODEModel(PixelModel):
         return swap_solver(self, solver, step_size, adjoint, rtol, atol, max_nfe, backend)
 
 
-def wrap(net: nn.Module, normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> PixelModel:
-    """`net` as a `PixelModel`, or a `PixelODEModel` when it contains an ODE block."""
+def wrap(net: nn.Module, normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+         sample: Tensor | None = None) -> PixelModel:
+    """`net` as a `PixelModel`, or a `PixelODEModel` when it contains an ODE block or, run on
+    `sample` ([0, 1] images on `net`'s device), calls torchdiffeq or torchode itself (then it is
+    wrapped in `intercept.Integrated`, which makes those solves visible to odebench)."""
     ode = any(isinstance(m, ODEBlock) for m in net.modules())
+    if not ode and sample is not None and integrates(PixelModel(net, normalize), sample):
+        net, ode = Integrated(net), True
     return (PixelODEModel if ode else PixelModel)(net, normalize)
 
 
@@ -207,6 +223,16 @@ def read_weights(path: Path) -> dict[str, Tensor]:
     return state
 
 
+def _extra_prefix(names: list[str], own: list[str]) -> str:
+    """The first name component every name in a weights file carries and the model's lack, when
+    dropping it makes the names the model's ('model.', 'net.'); '' otherwise."""
+    first = {n.split(".", 1)[0] for n in names}
+    if len(first) != 1 or "." not in names[0]:
+        return ""
+    prefix = f"{first.pop()}."
+    return prefix if {n.removeprefix(prefix) for n in names} == set(own) else ""
+
+
 def load_weights(net: nn.Module, path: Path, state: dict[str, Tensor] | None = None) -> None:
     """Load a weights file (or its tensors `state`, already read) into `net` (strict); a mismatch
     names the first differing tensors. The `module.` prefix of a file saved from DataParallel
@@ -226,7 +252,10 @@ def load_weights(net: nn.Module, path: Path, state: dict[str, Tensor] | None = N
     problems = [f"{what}: {some(names)}" for what, names in
                 (("missing", missing), ("unexpected", unexpected), ("shape differs", reshaped)) if names]
     if problems:
-        raise UserError(f"--weights '{path}' do not fit the model ({'; '.join(problems)})")
+        prefix = _extra_prefix(list(state), list(own))
+        hint = f"; every name carries '{prefix}': odebench convert {path} OUT.safetensors --strip-prefix {prefix}" \
+            if prefix else ""
+        raise UserError(f"--weights '{path}' do not fit the model ({'; '.join(problems)}){hint}")
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
@@ -355,7 +384,7 @@ class ModelSource:
                 else:
                     net = factory()
             except Exception as exc:
-                raise UserError(f"--model-file: {self.factory}() raised {first_line(exc)}") from None
+                raise UserError(f"--model-file: {self.factory}() raised {first_line(exc)}{_where(exc, source)}") from None
             if not isinstance(net, nn.Module):
                 raise UserError(f"--model-file: {self.factory}() returned a {type(net).__name__}, not a torch.nn.Module")
         elif self.torchscript:
@@ -376,7 +405,8 @@ class ModelSource:
         returns (model in eval mode on `device`, meta, the path the CSV's checkpoint column names)."""
         net, source, extra = self.build(info)
         normalize = parse_normalize(self.normalize, info) if self.normalize else None
-        model = (net if self.registered else wrap(net, normalize)).to(device).eval()
+        net.eval()
+        model = (net if self.registered else wrap(net, normalize, sample)).to(device).eval()
         check_logits(model, info, sample.to(device), self.label)
         weights = self.weights or self.torchscript
         meta = module_meta(

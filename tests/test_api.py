@@ -92,7 +92,12 @@ def test_audit_returns_the_verdict_table_and_names_the_checks_that_do_not_apply(
     idx = balanced_subset(digits.test_y, 30)
     table = robustbench_ode.audit(trained, digits.test_x[idx], digits.test_y[idx], apgd_steps=5, square_queries=20,
                                   spsa_steps=2, spsa_samples=4, out=tmp_path)
-    assert list(table.columns) == ["check", "verdict", "numbers", "explanation", "seconds"] and len(table) == 5
+    from robustbench_ode.audit.checks import CHECKS
+
+    assert list(table.columns) == ["check", "verdict", "numbers", "explanation", "seconds"]
+    assert len(table) == len(CHECKS) + 3  # and the model checks: outputs, randomness, gradients in forward
+    assert table["check"].tolist()[:3] == ["model check: outputs", "model check: randomness",
+                                           "model check: gradients in forward"]
     assert table.attrs["verdict"].startswith("verdict: PASS")
     assert table.attrs["not_applicable"].startswith("not applicable: ODE solver surrogate")
     assert table.attrs["verdict"] in (tmp_path / "audit.md").read_text()

@@ -121,7 +121,7 @@ def test_a_plugin_model_trains_on_a_plugin_dataset_with_a_plugin_method_and_is_a
                     "--device", "cpu", "--out", tmp_path / "o")
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_csv(tmp_path / "o" / "results.csv")
-    assert set(rows["attack"]) == {"corner", "fgsm"}
+    assert set(rows["attack"]) == {"corner", "fgsm", "worst case"}  # and their per-sample worst case
     assert set(rows["architecture"]) == {"tiny_mlp"} and set(rows["training"]) == {"plain"}
     assert "| corner | run (tiny_mlp) | plain |" in (tmp_path / "o" / "results.md").read_text()
 

@@ -45,7 +45,7 @@ def test_e2_tables_carry_the_published_numbers_beside_ours(fast_all):
 def test_e4_runs_l2_pgd_beside_the_boundary_attack_on_the_same_images(fast_all):
     for part in ("mnist", "cifar10-jpeg"):
         df = pd.read_csv(fast_all / "E4" / part / "results.csv")
-        assert set(df["attack"]) == {"boundary", "pgd"}
+        assert set(df["attack"]) == {"boundary", "pgd", "worst case"}  # both L2: their worst case too
         assert set(df["norm"]) == {"l2"}
         by_attack = df.groupby(["checkpoint_sha", "attack"])[["n", "clean_acc"]].first().unstack("attack")
         assert (by_attack["n"]["boundary"] == by_attack["n"]["pgd"]).all()

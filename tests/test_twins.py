@@ -203,7 +203,7 @@ def test_a_tiny_strong_preset_trains_the_four_models_and_attacks_them_end_to_end
     reproduce(["E2"], tiny.name, tmp_path, str(shared_data), "cpu", 0, None, None, SILENT)
     df = pd.read_csv(tmp_path / tiny.name / "E2" / "mnist" / "results.csv")
     models = build("E2", tiny, {"mnist": "mnist"}).parts[0].models
-    assert set(df["model"]) == {m.key for m in models} and set(df["attack"]) == {"fgsm", "pgd", "autoattack"}
+    assert set(df["model"]) == {m.key for m in models} and set(df["attack"]) == {"fgsm", "pgd", "autoattack", "worst case"}
     assert df["robust_acc"].between(0, 1).all()
     for spec in models:
         meta = json.loads((tmp_path / tiny.name / "models" / "mnist" / spec.key / "meta.json").read_text())

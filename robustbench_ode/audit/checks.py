@@ -16,7 +16,8 @@ from ..attacks.ball import lp_norm
 from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
 from ..evaluation.verdict import VERIFY_ROUNDS, predict, robust_mask
-from ..models.base import batch_dependent, has_ode_solver, solver_surrogate
+from ..model_checks import inspect_model
+from ..models.base import batch_dependent, first_solver, has_ode_solver, solver_surrogate
 from ..precision import FP32, Precision
 from ..registry import ATTACKS
 from .gradients import gradient_stats
@@ -46,6 +47,9 @@ class AuditConfig:
     min_cosine: float = 0.5  # median gradient/finite-difference cosine below this fails
     good_cosine: float = 0.9  # ... and below this warns
     max_vanishing: float = 0.1  # share of vanishing gradients above this fails
+    indicator_samples: int = 32  # samples each indicator of attack failure examines (Pintor et al. 2022)
+    noise_draws: int = 8  # unstable predictions: noise draws per sample ...
+    noise_scale: float = 0.1  # ... uniform in ±noise_scale·eps
     batch_size: int = 250
     seed: int = 0
 
@@ -76,6 +80,7 @@ class Bench:
         self.precision = precision  # of gradient attacks' gradients; every decision is the fp32 model's
         self.correct = self.decide(x) == y
         self._robust: dict[str, Tensor] = {}
+        self.cache: dict[str, Any] = {}  # other results checks share (e.g. recorded attack paths)
 
     @property
     def n(self) -> int:
@@ -161,7 +166,15 @@ def _timed(check: Callable[[Bench, AuditConfig], CheckResult]) -> Callable[[Benc
 
 @_timed
 def check_gradients(bench: Bench, cfg: AuditConfig) -> CheckResult:
-    """Input gradients exist, are finite, do not vanish, and match finite differences (of the margin)."""
+    """Input gradients exist, are finite, do not vanish, and match finite differences (of the margin).
+
+    Also Pintor et al.'s (2022) "unavailable gradients" indicator: a graph that gives no input
+    gradient at all (`indicators.interrupted_graph`) fails, and later gradient checks read n/a."""
+    broken = interrupted_graph(bench.model, bench.x[:1].to(bench.device))
+    if broken is not None:
+        bench.cache[INTERRUPTED] = broken
+        return CheckResult("input gradients", FAIL, {"interrupted graph": "yes"},
+                           f"no input gradient ({broken}): gradient attacks cannot run")
     stats = gradient_stats(bench.model, bench.x.to(bench.device), bench.y.to(bench.device),
                            fd_samples=cfg.fd_samples, fd_directions=cfg.fd_directions, fd_step=cfg.fd_step,
                            seed=cfg.seed, batch_size=cfg.batch_size)
@@ -211,9 +224,9 @@ def check_more_iterations(bench: Bench, cfg: AuditConfig) -> CheckResult:
     if rise > tol:
         status, why = FAIL, f"a stronger PGD raised accuracy by {rise:.3f}: the loss surface misleads the attack"
     elif rise > 1 / bench.n:
-        status, why = WARN, "a stronger PGD raised accuracy by more than one sample (within noise)"
+        status, why = WARN, f"a stronger PGD raised accuracy by {rise:.3f}: more than one sample, within noise (±{tol:.3f})"
     else:
-        status, why = PASS, "more steps and restarts did not raise accuracy (by more than one sample)"
+        status, why = PASS, f"more steps and restarts raised accuracy by one sample at most ({max(rise, 0):.3f} ≤ 1/{bench.n})"
     return CheckResult("more PGD steps / restarts", status, numbers, why)
 
 
@@ -259,12 +272,11 @@ def ode_surrogates(model: nn.Module, cfg: AuditConfig) -> dict[str, nn.Module]:
     back-propagation through the model's own solver. Empty for a model without an ODE solver."""
     if not has_ode_solver(model):
         return {}
-    configs = [m.config for m in model.modules() if hasattr(m, "nfe_forward") and hasattr(m, "config")]
-    t1 = configs[0].t1 if configs else 1.0
+    solver, t1, adjoint = first_solver(model) or ("", 1.0, False)
     step = t1 / cfg.surrogate_steps
     surrogates = {f"rk4 h={step:g}": solver_surrogate(model, solver="rk4", step_size=step, adjoint=False)}
-    if configs and configs[0].adjoint:
-        surrogates[f"{configs[0].solver}, no adjoint"] = solver_surrogate(model, solver=configs[0].solver, adjoint=False)
+    if adjoint:
+        surrogates[f"{solver}, no adjoint"] = solver_surrogate(model, solver=solver, adjoint=False)
     return surrogates
 
 
@@ -295,8 +307,18 @@ def check_surrogate(bench: Bench, cfg: AuditConfig) -> CheckResult:
     return CheckResult("ODE solver surrogate (PGD-40x5, surrogate gradients)", status, numbers, why)
 
 
+INTERRUPTED = "interrupted graph"  # bench.cache key: why the model gives no input gradient
+
+# the indicators of attack failure build on the names above
+from .indicators import (  # noqa: E402
+    check_incomplete_optimisation, check_silent_success, check_transfer_failure, check_unconstrained,
+    check_unstable_predictions, interrupted_graph,
+)
+
 CHECKS: tuple[Callable[[Bench, AuditConfig], CheckResult], ...] = (
-    check_gradients, check_large_eps, check_more_iterations, check_gradient_free, check_surrogate,
+    check_gradients, check_large_eps, check_unconstrained, check_more_iterations, check_silent_success,
+    check_incomplete_optimisation, check_gradient_free, check_surrogate, check_transfer_failure,
+    check_unstable_predictions,
 )
 
 
@@ -321,9 +343,17 @@ def run_checks(model: nn.Module, x: Tensor, y: Tensor, cfg: AuditConfig, device:
     """Run every check on `model` (pixels in [0, 1] -> logits) over the samples (x, y); gradient
     attacks' gradients in `precision` (decisions always fp32)."""
     bench = Bench(model, x, y, batch_size=cfg.batch_size, device=device, precision=precision)
-    results = []
+    results = [CheckResult(f"model check: {f.check}", f.status, f.numbers, f.message)
+               for f in inspect_model(model, x[:4].to(bench.device))]
     for check in CHECKS:
+        label = check.__name__.removeprefix("check_").replace("_", " ")
         if on_check:
-            on_check(check.__name__.removeprefix("check_").replace("_", " "))
-        results.append(check(bench, cfg))
+            on_check(label)
+        try:
+            results.append(check(bench, cfg))
+        except RuntimeError:
+            if INTERRUPTED not in bench.cache:
+                raise
+            results.append(CheckResult(label, NA, {}, "needs input gradients, and the model gives none "
+                                                      "(see input gradients)"))
     return AuditResult(results, bench.n, bench.accuracy(bench.correct), bench.chance, cfg)

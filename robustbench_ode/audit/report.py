@@ -55,7 +55,8 @@ def to_markdown(result: AuditResult, header: dict[str, Any]) -> str:
         lines.append(f"| {c.name} | {c.status} | {numbers_text(c.numbers)} | {c.explanation} | {c.seconds:g} |")
     lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in asdict(result.config).items()), "",
               "Checks after Carlini et al. (2019), *On Evaluating Adversarial Robustness*, and Athalye et al. "
-              "(2018), *Obfuscated Gradients Give a False Sense of Security*. `noise` is two binomial standard "
+              "(2018), *Obfuscated Gradients Give a False Sense of Security*; indicators of attack failure after "
+              "Pintor et al. (2022), *Indicators of Attack Failure*. `noise` is two binomial standard "
               "errors (at least one sample) of the accuracy compared against.", ""]
     return "\n".join(lines)
 

@@ -48,6 +48,8 @@ from ..audit.masking import looks_masked
 from ..checkpoint import load_checkpoint
 from ..errors import UserError, option
 from ..models.ode_block import ODEBlock, is_fixed_step
+from ..model_checks import Finding
+from ..models.intercept import Integrated
 from ..models.base import batch_dependent, solver_surrogate, use_ode_backend
 from ..models.odenet import parse_solver_spec
 from ..precision import FP32, Precision
@@ -55,6 +57,7 @@ from ..registry import ATTACKS
 from ..runinfo import seed_everything
 from .nested import INDEPENDENT, NESTED, chain_path, data_sha, load_chain, same_radius, save_chain
 from .store import ResultStore
+from .worst_case import keep_verdict, load_verdict, worst_case_row
 from .verdict import VERIFY_ROUNDS, Progress, batched, on_shards, predict, robust_mask
 
 
@@ -68,6 +71,7 @@ class Target:
     meta: dict[str, Any]
     ode_backend: str = ""  # the backend of its adaptive ODE blocks ('' without any)
     label: str = ""  # how tables name it ('': the checkpoint directory's name)
+    findings: list[Finding] = field(default_factory=list)  # model_checks.inspect_model, once per run
 
     @property
     def sha(self) -> str:
@@ -154,14 +158,17 @@ ODE_BACKENDS = ("torchode", "torchdiffeq", "model")
 def ode_backend_of(model: nn.Module, backend: str) -> str:
     """Switch the adaptive ODE blocks of `model` to `backend` (unless 'model'); return the one in use.
 
-    '' for a model without adaptive ODE blocks (nothing to choose).
+    '' for a model without adaptive ODE blocks (nothing to choose). A model that calls torchdiffeq
+    or torchode itself (`intercept.Integrated`) keeps its library, named here; where that is an
+    adaptive torchdiffeq solve, every verdict is made one image at a time (`batch_dependent`).
     """
     if backend not in ODE_BACKENDS:
         raise UserError(f"{option('ode_backend')} must be one of {', '.join(ODE_BACKENDS)}, got '{backend}'")
     if backend != "model":
         use_ode_backend(model, backend)
     blocks = [m.config for m in model.modules() if isinstance(m, ODEBlock)]
-    adaptive = sorted({c.backend for c in blocks if not is_fixed_step(c.solver)})
+    own = [s.library for m in model.modules() if isinstance(m, Integrated) for s in m.solves if s.adaptive]
+    adaptive = sorted({c.backend for c in blocks if not is_fixed_step(c.solver)} | set(own))
     return ",".join(adaptive)
 
 
@@ -177,7 +184,8 @@ class Runner:
     def __init__(self, store: ResultStore, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
                  device: torch.device, dataset_label: str, eps_scale: float = 1.0,
                  on_cell: Callable[[str], None] | None = None, progress: Progress | None = None,
-                 on_warning: Callable[[str], None] | None = None, precision: Precision = FP32) -> None:
+                 on_warning: Callable[[str], None] | None = None, precision: Precision = FP32,
+                 on_note: Callable[[str], None] | None = None) -> None:
         self.store, self.x, self.y = store, x, y
         self.precision = precision  # of gradients only; every decision is the fp32 model's
         self.batch_size, self.seed, self.device = batch_size, seed, device
@@ -185,6 +193,7 @@ class Runner:
         self.on_cell = on_cell or (lambda _msg: None)
         self.progress = progress
         self.on_warning = on_warning or (lambda _msg: None)
+        self.on_note = on_note or (lambda _msg: None)  # what was not done and why (cells reused)
         self._clean: dict[str, tuple[torch.Tensor, list[int]]] = {}
         self._data_sha = ""
 
@@ -250,24 +259,70 @@ class Runner:
         """
         rows = []
         for target in targets:
+            members = []
             for spec in specs:
                 attack = self.build(spec)
                 mode = NESTED if nested or attack.kind == "minimal" else INDEPENDENT
                 keys = [self._row(target, spec, attack, e, source, mode) for e in eps_list]
                 todo = [e for e, key in zip(eps_list, keys) if not self.store.has(key)]
+                if not todo:
+                    self.on_note(f"{target.name} · {spec.name}: {len(keys)} finished cell{'s' * (len(keys) > 1)} "
+                                 f"reused from {self.store.path.name}")
                 if attack.kind == "minimal":
-                    if todo:
-                        self.store.add(self._minimal_cells(target, spec, todo, source))
+                    for row, robust in self._minimal_cells(target, spec, todo, source) if todo else []:
+                        self._add(row, robust)
                 elif nested:
                     self._nested_cells(target, spec, keys, source)
                 else:
                     for eps in todo:
-                        self.store.add([self.bounded_cell(target, spec, eps, source)[0]])
+                        self._add(*self.bounded_cell(target, spec, eps, source))
                 series = [self.store.get(key) for key in keys]
                 warning = looks_masked(series, num_classes=target.meta["dataset_info"]["num_classes"])
                 if warning:
                     self.on_warning(f"{target.name} · {spec.name}: {warning}")
                 rows += series
+                members.append(series)
+            rows += self._worst_cases(target, members)
+        return rows
+
+    @property
+    def data(self) -> str:
+        """A hash of the test images and labels (what stored verdicts and chains belong to)."""
+        if not self._data_sha:
+            self._data_sha = data_sha(self.x, self.y)
+        return self._data_sha
+
+    def _add(self, row: dict[str, Any], robust: torch.Tensor) -> None:
+        """Store a finished cell's row and its per-sample verdict (for the worst-case row)."""
+        self.store.add([row])
+        keep_verdict(self.store.path.parent, ResultStore.key(row), self.data, row["eps"], robust)
+
+    def _worst_cases(self, target: Target, members: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """One `worst case` row per ε and norm run by two attacks or more (`worst_case`): a sample
+        is robust only if every attack left it so. An ε whose member lacks a stored verdict
+        (results written before verdicts were kept) gets none, with a warning."""
+        cells: dict[tuple, list[dict[str, Any]]] = {}
+        for series in members:
+            for row in series:
+                cells.setdefault((row["norm"], round(float(row["eps"]), 10)), []).append(row)
+        rows = []
+        for (norm, eps), group in cells.items():
+            if len(group) < 2:
+                continue
+            masks = [load_verdict(self.store.path.parent, ResultStore.key(r), self.data) for r in group]
+            if any(m is None for m in masks):
+                self.on_warning(f"{target.name}: no worst-case row at {norm} ε={eps:g}: a cell's per-sample verdicts "
+                                "were not kept (results from an older odebench); rerun it into a new --out")
+                continue
+            row = worst_case_row(group, masks)  # type: ignore[arg-type]
+            old = self.store.get(row)
+            if old is None:
+                self.store.add([row])
+            elif float(old["robust_acc"]) != row["robust_acc"] or float(old["wall_s"]) != row["wall_s"]:
+                self.store.replace(old, row)  # a member was recomputed
+            else:
+                row = old
+            rows.append(row)
         return rows
 
     def _finish(self, row: dict[str, Any], correct: torch.Tensor, robust: torch.Tensor, attack: Attack,
@@ -318,11 +373,9 @@ class Runner:
         keys = sorted(keys, key=lambda key: key["eps"])
         if not keys:
             return
-        if not self._data_sha:
-            self._data_sha = data_sha(self.x, self.y)
         series = ResultStore.series_key(keys[0])
         path = chain_path(self.store.path.parent, target.sha, spec.name, series)
-        stored = load_chain(path, self._data_sha)
+        stored = load_chain(path, self.data)
         done = 0
         while (done < min(len(keys), len(stored.radii)) and same_radius(stored.radii[done], keys[done]["eps"])
                and self.store.has(keys[done])):
@@ -338,13 +391,14 @@ class Runner:
         alive = chain.masks[-1] if done else None  # the first radius attacks as an independent cell does
         for key in keys[done:]:
             row, alive = self.bounded_cell(target, spec, key["eps"], source, alive, NESTED)
-            self.store.add([row])
+            self._add(row, alive)
             chain.append(key["eps"], alive)
-            save_chain(path, self._data_sha, chain)
+            save_chain(path, self.data, chain)
 
     def _minimal_cells(self, target: Target, spec: AttackSpec, eps_todo: list[float],
-                       source: Target | None) -> list[dict[str, Any]]:
-        """A minimisation attack runs once; accuracy at ε is the share whose smallest perturbation > ε.
+                       source: Target | None) -> list[tuple[dict[str, Any], torch.Tensor]]:
+        """A minimisation attack runs once; accuracy at ε is the share whose smallest perturbation > ε
+        (each row with its per-sample verdict).
 
         Each found point is re-checked by the decision (one that fails is searched again alone);
         a sample with no adversarial start (distance inf) is robust at no radius.
@@ -387,5 +441,5 @@ class Runner:
         for eps in eps_todo:
             row = self._row(target, spec, attack, eps, source, NESTED)
             robust = (dist > eps) & torch.isfinite(dist)  # no start found: not robust, see failed_starts
-            rows.append(self._finish(row, correct, robust, attack, nfes, t0, failed))
+            rows.append((self._finish(row, correct, robust, attack, nfes, t0, failed), correct & robust))
         return rows

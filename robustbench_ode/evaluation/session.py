@@ -3,7 +3,7 @@ grid, write the reports."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,7 +12,8 @@ import torch
 from .. import distributed
 from ..data import balanced_subset, load_dataset
 from ..data.base import DatasetInfo
-from ..errors import UserError
+from ..errors import UserError, option
+from ..model_checks import OK, inspect_model
 from ..registry import parse_number
 from ..report import render
 from ..runinfo import atomic_write_text, provenance, resolve_device
@@ -55,22 +56,22 @@ def parse_eps(values: list[str], scale: float, l2: bool = False) -> list[float]:
     Radii above 1 make sense only in L2 (`l2=True`: every attack of the job is an L2 attack).
     """
     if scale <= 0:
-        raise UserError(f"--eps-scale must be > 0, got {scale}")
+        raise UserError(f"{option('eps_scale')} must be > 0, got {scale}")
     out = []
     for value in values:
         for part in filter(None, (p.strip() for p in value.split(","))):
             try:
                 eps = parse_number(part) / scale
             except (ValueError, ZeroDivisionError):
-                raise UserError(f"--eps '{part}' is not a number (examples: 0.3, 8/255)") from None
+                raise UserError(f"{option('eps')} '{part}' is not a number (examples: 0.3, 8/255)") from None
             if eps != eps or eps < 0 or eps == float("inf"):
-                raise UserError(f"--eps {part} is not a radius >= 0")
+                raise UserError(f"{option('eps')} {part} is not a radius >= 0")
             if eps > 1 and not l2:
-                raise UserError(f"--eps {part} is above 1 in pixel units: only L2 attacks take radii above 1 "
-                                "(use --eps-scale 255 for a 0-255 grid)")
+                raise UserError(f"{option('eps')} {part} is above 1 in pixel units: only L2 attacks take radii above 1 "
+                                f"(use {option('eps_scale')} 255 for a 0-255 grid)")
             out.append(eps)
     if not out:
-        raise UserError("--eps needs at least one value")
+        raise UserError(f"{option('eps')} needs at least one value")
     return sorted(set(out))
 
 
@@ -143,18 +144,20 @@ def append_provenance(out: Path, record: dict[str, Any]) -> None:
 
 def run_job(job: AttackJob, on_cell: Callable[[str], None] | None = None,
             progress: Callable[[int, int], None] | None = None,
-            on_warning: Callable[[str], None] | None = None) -> tuple[list[dict], str]:
+            on_warning: Callable[[str], None] | None = None,
+            on_note: Callable[[str], None] | None = None) -> tuple[list[dict], str]:
     """Run every cell of the job not yet in `out/results.csv`; return this job's rows and Markdown."""
     ev = load_evaluation(job.checkpoints, job.out, "results.csv, results.md and the plot", n_samples=job.n_samples,
                          batch_size=job.batch_size, device=job.device, data_dir=job.data_dir,
                          ode_backend=job.ode_backend, source=job.source, model=job.model,
                          model_as_source=job.model_as_source, dataset=job.dataset)
-    return run_evaluation(ev, job, on_cell, progress, on_warning)
+    return run_evaluation(ev, job, on_cell, progress, on_warning, on_note=on_note)
 
 
 def run_evaluation(ev: Evaluation, job: AttackJob, on_cell: Callable[[str], None] | None = None,
                    progress: Callable[[int, int], None] | None = None,
-                   on_warning: Callable[[str], None] | None = None, report: bool = True) -> tuple[list[dict], str]:
+                   on_warning: Callable[[str], None] | None = None, report: bool = True,
+                   on_note: Callable[[str], None] | None = None) -> tuple[list[dict], str]:
     """Run the job's grid on loaded models and samples (the CLI's and the Python API's engine);
     return this job's rows and, with `report`, the Markdown (results.md and the plot written).
 
@@ -162,14 +165,22 @@ def run_evaluation(ev: Evaluation, job: AttackJob, on_cell: Callable[[str], None
     every row; rank 0 alone writes the files (the others return the rows and no Markdown)."""
     store = ResultStore(job.out / "results.csv")
     precision = resolve_precision(job.precision, ev.device)
+    for target in ev.targets + ([ev.source] if ev.source else []):
+        if not target.findings:
+            target.findings = inspect_model(target.model, ev.x[:4].to(ev.device))
+        for finding in target.findings:
+            if (finding.status != OK or finding.notice) and on_warning is not None:
+                on_warning(f"{target.name}: {finding.message}")
     runner = Runner(store, ev.x, ev.y, job.batch_size, job.seed, ev.device, ev.info.label, job.eps_scale, on_cell,
-                    progress, on_warning, precision)
+                    progress, on_warning, precision, on_note=on_note)
     models = identities(ev)
     processes = distributed.world_size()
     if distributed.is_main():
         append_provenance(job.out, provenance(job.seed, ev.device) | {
             "checkpoints": [str(p) for p in job.checkpoints],
             **({"models": models} if models else {}),
+            "model_checks": {t.name: [asdict(f) for f in t.findings]
+                             for t in ev.targets + ([ev.source] if ev.source else [])},
             "attacks": [{"name": a.name, "options": a.options, "grad_solver": a.grad_solver, "eot": a.eot}
                         for a in job.attacks],
             "eps": job.eps, "eps_scale": job.eps_scale, "n_samples": len(ev.y), "batch_size": job.batch_size,

@@ -78,6 +78,11 @@ class ResultStore:
         pd.DataFrame(self.rows).to_csv(buf, index=False)
         atomic_write_text(self.path, buf.getvalue())
 
+    def replace(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """Put `new` where the row `old` (taken from `rows`) stands and rewrite the CSV atomically."""
+        self.rows = [new if r is old else r for r in self.rows]
+        self._write()
+
     def remove(self, rows: list[dict[str, Any]]) -> None:
         """Drop these rows (taken from `rows`) and rewrite the CSV atomically."""
         drop = {id(r) for r in rows}

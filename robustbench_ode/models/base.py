@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data.base import DatasetInfo
 from ..errors import UserError
+from .intercept import Integrated
 from .ode_block import ODEBlock, SolverConfig, is_fixed_step
 
 
@@ -60,8 +61,23 @@ def solver_surrogate(model: nn.Module, **options: object) -> nn.Module:
 
 
 def has_ode_solver(model: nn.Module) -> bool:
-    """Whether `solver_surrogate` can swap `model`'s solver: it has `with_solver` or an `ODEBlock`."""
-    return getattr(model, "with_solver", None) is not None or any(isinstance(m, ODEBlock) for m in model.modules())
+    """Whether `solver_surrogate` can swap `model`'s solver: it has `with_solver`, an `ODEBlock`, or
+    calls torchdiffeq/torchode itself (`intercept.Integrated`)."""
+    return getattr(model, "with_solver", None) is not None or \
+        any(isinstance(m, (ODEBlock, Integrated)) for m in model.modules())
+
+
+def first_solver(model: nn.Module) -> tuple[str, float, bool] | None:
+    """(solver, integration length t1, adjoint) of `model`'s first ODE solve; None without one.
+
+    For a model that calls the ODE library itself, what its last forward pass integrated."""
+    for m in model.modules():
+        config = getattr(m, "config", None) if hasattr(m, "nfe_forward") else None  # ODEBlock and its kin
+        if config is not None:
+            return config.solver, config.t1, config.adjoint
+        if isinstance(m, Integrated) and m.solves:
+            return m.solves[0].method, m.t1, m.solves[0].adjoint
+    return None
 
 
 def swap_solver(
@@ -86,6 +102,8 @@ def swap_solver(
     def rebuild(module: nn.Module) -> nn.Module:
         if isinstance(module, ODEBlock):
             return swapped(module)
+        if isinstance(module, Integrated):
+            return module.with_solver(solver, step_size, adjoint, rtol, atol)
         children = {name: rebuild(child) for name, child in module._modules.items() if child is not None}
         if all(child is module._modules[name] for name, child in children.items()):
             return module
@@ -114,12 +132,13 @@ def use_ode_backend(model: nn.Module, backend: str) -> int:
 
 
 def batch_dependent(model: nn.Module) -> bool:
-    """True iff some ODE block of `model` solves adaptively in torchdiffeq.
+    """True iff some ODE block of `model`, or a solve it runs itself, is adaptive in torchdiffeq.
 
     torchdiffeq picks one step size per batch, so such a model's outputs depend on the batch.
     """
     return any(
-        isinstance(m, ODEBlock) and m.config.backend == "torchdiffeq" and not is_fixed_step(m.config.solver)
+        (isinstance(m, ODEBlock) and m.config.backend == "torchdiffeq" and not is_fixed_step(m.config.solver))
+        or (isinstance(m, Integrated) and m.batch_dependent)
         for m in model.modules()
     )
 

@@ -14,10 +14,18 @@ def eps_label(eps: float, scale: float) -> str:
     return f"{v:.4g}" if scale == 1 else f"{v:.4g}/{scale:g}"
 
 
+def attack_text(row: pd.Series | dict) -> str:
+    """'pgd steps=5': the attack name with its non-default settings; 'worst case (fgsm, pgd steps=5)'
+    for the per-sample worst case over several attacks (`evaluation.worst_case`)."""
+    args = json.loads(row["attack_args"]) if isinstance(row["attack_args"], str) and row["attack_args"] else {}
+    if row["attack"] == "worst case":
+        return f"worst case ({args.get('of', '')})"
+    return row["attack"] + (" " + " ".join(f"{k}={v}" for k, v in sorted(args.items())) if args else "")
+
+
 def attack_label(row: pd.Series) -> str:
     """Attack name, with its non-default settings, transfer source and independent ε grid if any."""
-    args = json.loads(row["attack_args"]) if isinstance(row["attack_args"], str) and row["attack_args"] else {}
-    text = row["attack"] + (" " + " ".join(f"{k}={v}" for k, v in sorted(args.items())) if args else "")
+    text = attack_text(row)
     if row.get("source"):
         text += f" (from {row['source']})"
     if row.get("eps_mode") == "independent":  # nested is the default; results without the column say nothing
