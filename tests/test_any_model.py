@@ -187,6 +187,19 @@ def test_a_plain_torchdiffeq_ode_gets_nfe_its_library_and_per_image_verdicts_on_
     assert ode["numbers"]["solves"][0]["method"] == "dopri5"
 
 
+def test_the_audits_surrogates_of_an_intercepted_adjoint_ode_are_rk4_and_its_own_solver_without_the_adjoint(
+        plain_odes, images):
+    from robustbench_ode.audit.checks import AuditConfig, ode_surrogates
+
+    model = wrap(plain_odes.adjoint().eval(), None, images)
+    model(images)
+    surrogates = ode_surrogates(model, AuditConfig(eps=0.1))
+    assert list(surrogates) == ["rk4 h=0.1", "dopri5, no adjoint"]
+    surrogates["dopri5, no adjoint"](images)
+    assert [(s.call, s.method) for s in surrogates["dopri5, no adjoint"].net.solves] == [("odeint", "dopri5")]
+
+
+@pytest.mark.slow  # the whole audit of an adaptive ODE, one image at a time
 def test_the_audit_of_a_plain_torchdiffeq_ode_runs_the_surrogate_check(files, tmp_path):
     proc = odebench("audit", "--model-file", f"{files / 'plain_odes.py'}:adjoint", "--n-samples", "8",
                     "--apgd-steps", "2", "--square-queries", "5", "--spsa-steps", "1", "--spsa-samples", "2",

@@ -90,7 +90,8 @@ def root_for(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Path 
 # ---------------------------------------------------------------- every registered dataset
 
 
-@pytest.mark.parametrize("name", DATASETS.names())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "cifar10-jpeg" else n  # decodes 60k JPEGs
+                                  for n in DATASETS.names()])
 def test_every_dataset_gives_float_nchw_pixels_in_unit_range_and_matching_info(name, request, tmp_path):
     s = load_dataset(name, root_for(name, request, tmp_path))
     info = s.info

@@ -16,6 +16,7 @@ def fast_all(shared_data, tmp_path_factory):
     return out / "fast"
 
 
+@pytest.mark.slow  # the whole fast preset: every experiment trained and attacked (~2 min)
 @pytest.mark.parametrize("name", ["E1", "E2", "E3", "E4", "E5"])
 def test_each_experiment_runs_end_to_end_with_the_fast_preset(fast_all, name):
     summary = (fast_all / name / "README.md").read_text()
@@ -28,6 +29,7 @@ def test_each_experiment_runs_end_to_end_with_the_fast_preset(fast_all, name):
     assert df.groupby(["checkpoint_sha", "n"])["clean_acc"].nunique().eq(1).all()
 
 
+@pytest.mark.slow  # the whole fast preset: every experiment trained and attacked (~2 min)
 def test_e1_trains_the_whole_h_sweep_and_transfers_fgsm_from_the_three_block_net(fast_all):
     df = pd.read_csv(fast_all / "E1" / "cifar10-jpeg" / "results.csv")
     assert df["model"].nunique() == len(E1_HS) == 11
@@ -35,6 +37,7 @@ def test_e1_trains_the_whole_h_sweep_and_transfers_fgsm_from_the_three_block_net
     assert sorted(df["eps"].unique()) == pytest.approx([0, 0.1, 0.3, 0.5])
 
 
+@pytest.mark.slow  # the whole fast preset: every experiment trained and attacked (~2 min)
 def test_e2_tables_carry_the_published_numbers_beside_ours(fast_all):
     text = (fast_all / "E2" / "mnist" / "results.md").read_text()
     assert "paper 25.20" in text and "paper 93.62" in text  # FGSM ResNet50 / PGD Neural ODE at eps 0.2
@@ -42,6 +45,7 @@ def test_e2_tables_carry_the_published_numbers_beside_ours(fast_all):
     assert "CIFAR-10 (JPEG q75 copy)" in text and "paper 59.15" in text
 
 
+@pytest.mark.slow  # the whole fast preset: every experiment trained and attacked (~2 min)
 def test_e4_runs_l2_pgd_beside_the_boundary_attack_on_the_same_images(fast_all):
     for part in ("mnist", "cifar10-jpeg"):
         df = pd.read_csv(fast_all / "E4" / part / "results.csv")
@@ -52,12 +56,14 @@ def test_e4_runs_l2_pgd_beside_the_boundary_attack_on_the_same_images(fast_all):
         assert (by_attack["clean_acc"]["boundary"] == by_attack["clean_acc"]["pgd"]).all()
 
 
+@pytest.mark.slow  # the whole fast preset: every experiment trained and attacked (~2 min)
 def test_e5_compares_three_adversarial_trainings_with_the_neural_ode(fast_all):
     df = pd.read_csv(fast_all / "E5" / "cifar10-jpeg" / "results.csv")
     assert set(df["training"]) == {"pgd", "trades", "yopo", "standard"}
     assert "paper 41.61" in (fast_all / "E5" / "cifar10-jpeg" / "results.md").read_text()
 
 
+@pytest.mark.slow  # the whole fast preset: every experiment trained and attacked (~2 min)
 def test_a_rerun_reuses_checkpoints_and_cells(fast_all, shared_data):
     before = {p: p.stat().st_mtime_ns for p in fast_all.glob("models/*/*/model.safetensors")}
     csv = fast_all / "E2" / "mnist" / "results.csv"
@@ -67,6 +73,7 @@ def test_a_rerun_reuses_checkpoints_and_cells(fast_all, shared_data):
     assert len(pd.read_csv(csv)) == rows
 
 
+@pytest.mark.slow  # the whole fast preset: every experiment trained and attacked (~2 min)
 def test_precision_reaches_every_training_and_attack(fast_all):
     import json
 
