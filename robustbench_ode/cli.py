@@ -93,6 +93,8 @@ def train(
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
     download: bool = typer.Option(False, help="let torchvision download missing datasets"),
     subset: Optional[int] = typer.Option(None, help="class-balanced training subset of N images"),
+    test_subset: Optional[int] = typer.Option(None, help="class-balanced test subset of N images for the checkpoint's "
+                                              "clean accuracy (default: the whole test split)"),
     seed: Optional[int] = typer.Option(None, help="random seed (default 0)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
     precision: Optional[str] = typer.Option(None, help="auto (default: bf16 autocast where the hardware computes bf16 "
@@ -109,7 +111,8 @@ def train(
     flags = dict(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                  weight_decay=weight_decay, schedule=schedule, lr_step=lr_step, method=method, augment=augment,
                  milestones=_epochs(milestones, "--milestones"), gamma=gamma, snapshots=_epochs(snapshots, "--snapshots"),
-                 data_dir=data_dir, subset=subset, seed=seed, device=device, precision=precision, channels_last=channels_last)
+                 data_dir=data_dir, subset=subset, test_subset=test_subset, seed=seed, device=device, precision=precision,
+                 channels_last=channels_last)
     values.update({k: v for k, v in flags.items() if v is not None})
     if download:
         values["download"] = True
@@ -156,10 +159,14 @@ def main() -> None:
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
+# Parameters whose flag is not the one Typer derives from their name (an explicit `typer.Option(..., "--flag")`)
+_FLAGS = {"attack_name": "--attack"}
+
+
 def flag(name: str) -> str:
     """The flag of a setting a UserError names (`errors.option`): `grad_solver` -> `--grad-solver`,
-    as Typer derives flags from parameter names."""
-    return "--" + name.replace("_", "-")
+    as Typer derives flags from parameter names (`_FLAGS` holds the parameters named otherwise)."""
+    return _FLAGS.get(name) or "--" + name.replace("_", "-")
 
 
 def _fail(message: str, code: int) -> None:
@@ -343,7 +350,7 @@ def audit(
 
     run_audit(checkpoint, console, model=_model_source(model_file, weights, torchscript, model, normalize),
               dataset=dataset, data_dir=data_dir, n_samples=n_samples,
-              eps=None if eps is None else parse_radius("--eps", eps), large_eps=parse_radius("--large-eps", large_eps),
+              eps=None if eps is None else parse_radius("eps", eps), large_eps=parse_radius("large_eps", large_eps),
               device=device, out=out, seed=seed, ode_backend=ode_backend, precision=precision,
               square_queries=square_queries, spsa_steps=spsa_steps,
               spsa_samples=spsa_samples, boundary_steps=boundary_steps, apgd_steps=apgd_steps)

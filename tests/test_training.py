@@ -5,7 +5,7 @@ import torch
 from robustbench_ode.errors import UserError
 from robustbench_ode.training.trainer import STATE, TrainConfig, Trainer, make_optimizer
 
-from .helpers import TINY, assert_same_weights, cut_and_resume, stop_after_first_epoch
+from .helpers import TINY, assert_same_weights, cut_and_resume, odebench, stop_after_first_epoch
 
 
 def test_a_tiny_resnet_learns_the_digits(tmp_path):
@@ -169,9 +169,18 @@ def test_runs_written_with_the_old_amp_field_are_still_recognised(tmp_path):
 
 
 def test_train_names_an_unknown_precision_in_one_line_and_writes_nothing(tmp_path):
-    from .helpers import odebench
     from .test_cli import one_line_error
 
     proc = odebench("train", "--model", "resnet_small", "--precision", "fp16", "--epochs", "1", "--out", tmp_path / "run")
     assert "--precision" in one_line_error(proc)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_measures_the_checkpoints_test_accuracy_on_a_test_subset_and_says_on_how_many_images(tmp_path):
+    import json
+
+    proc = odebench("train", "--model", "resnet_small", "--model-arg", "width=4", "--epochs", "1", "--subset", "100",
+                    "--test-subset", "50", "--device", "cpu", "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr
+    assert "measuring clean test accuracy on 50 test images" in " ".join(proc.stdout.split())
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["test_size"] == 50

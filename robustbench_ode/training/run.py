@@ -38,6 +38,9 @@ def run_training(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Re
             nfe_text = f" NFE fwd {rec['nfe_forward']} bwd {rec['nfe_backward']}" if "nfe_forward" in rec else ""
             reporter.line(f"epoch {rec['epoch']}/{cfg.epochs}: loss {rec['train_loss']:.4f} "
                           f"train acc {rec['train_acc']:.4f} {rec['img_per_s']:.0f} img/s{nfe_text}")
+            if rec["epoch"] == cfg.epochs:  # the checkpoint's test accuracy: a forward of every test image
+                reporter.line(f"measuring clean test accuracy on {len(trainer.splits.test_y)} test images (fp32"
+                              + ("" if cfg.test_subset else "; --test-subset N measures fewer") + ")")
             bars.start(f"epoch {rec['epoch']}/{cfg.epochs}", n_batches)
 
         meta = trainer.run(on_batch=on_batch, on_epoch=on_epoch)
