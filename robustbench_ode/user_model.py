@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from .checkpoint import sha256_file
 from .data.base import DatasetInfo
-from .errors import UserError
+from .errors import UserError, option
 from .models.base import swap_solver
 from .models.intercept import Integrated, integrates
 from .models.ode_block import ODEBlock
@@ -88,18 +88,18 @@ def parse_normalize(text: str, info: DatasetInfo) -> tuple[tuple[float, ...], tu
     means, sep, stds = text.partition("/")
     example = "e.g. 0.1307/0.3081 or 0.49,0.48,0.45/0.25,0.24,0.26, or 'dataset'"
     if not sep:
-        raise UserError(f"--normalize '{text}' must be MEANS/STDS ({example})")
+        raise UserError(f"{option('normalize')} '{text}' must be MEANS/STDS ({example})")
     try:
         mean, std = ([float(v) for v in part.split(",") if v.strip()] for part in (means, stds))
     except ValueError:
-        raise UserError(f"--normalize '{text}' must hold numbers ({example})") from None
+        raise UserError(f"{option('normalize')} '{text}' must hold numbers ({example})") from None
     channels = info.in_channels
     if len(mean) not in (1, channels) or len(std) not in (1, channels):
         counts = "one value" if channels == 1 else f"1 or {channels} values"
-        raise UserError(f"--normalize '{text}': give {counts} on each side of '/' "
+        raise UserError(f"{option('normalize')} '{text}': give {counts} on each side of '/' "
                         f"({info.name} has {channels} channel{'s' if channels > 1 else ''})")
     if any(not s > 0 for s in std):
-        raise UserError(f"--normalize '{text}': standard deviations must be > 0")
+        raise UserError(f"{option('normalize')} '{text}': standard deviations must be > 0")
     return tuple(mean * (channels // len(mean))), tuple(std * (channels // len(std)))
 
 
@@ -169,15 +169,15 @@ def load_factory(spec: str) -> tuple[Callable[[], Any], Path | None]:
     """'path/to/file.py:NAME' or 'package.module:NAME' -> (the function, its source file)."""
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name.isidentifier():
-        raise UserError(f"--model-file '{spec}' must be FILE.py:FACTORY or package.module:FACTORY")
+        raise UserError(f"{option('model_file')} '{spec}' must be FILE.py:FACTORY or package.module:FACTORY")
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target)
         if not path.is_file():
-            raise UserError(f"--model-file: '{path}' does not exist")
+            raise UserError(f"{option('model_file')}: '{path}' does not exist")
         module_name = "odebench_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         if module_spec is None or module_spec.loader is None:
-            raise UserError(f"--model-file: '{path}' is not a Python file")
+            raise UserError(f"{option('model_file')}: '{path}' is not a Python file")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module  # dataclasses and pickling inside the file look themselves up here
         try:
@@ -185,16 +185,16 @@ def load_factory(spec: str) -> tuple[Callable[[], Any], Path | None]:
                 module_spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[module_name]
-            raise UserError(f"--model-file: running '{path}' failed: {first_line(exc)}") from None
+            raise UserError(f"{option('model_file')}: running '{path}' failed: {first_line(exc)}") from None
     else:
         try:
             module = importlib.import_module(target)
         except Exception as exc:
-            raise UserError(f"--model-file: cannot import '{target}': {first_line(exc)}") from None
+            raise UserError(f"{option('model_file')}: cannot import '{target}': {first_line(exc)}") from None
         path = Path(module.__file__) if getattr(module, "__file__", None) else None
     factory = getattr(module, name, None)
     if not callable(factory):
-        raise UserError(f"--model-file: '{target}' has no function '{name}'")
+        raise UserError(f"{option('model_file')}: '{target}' has no function '{name}'")
     return factory, path
 
 
@@ -202,23 +202,23 @@ def read_weights(path: Path) -> dict[str, Tensor]:
     """Tensors by name from a .safetensors file or a .pt/.pth state dict (`weights_only=True`:
     unpickling runs no code); anything else is a UserError."""
     if not path.is_file():
-        raise UserError(f"--weights '{path}' does not exist")
+        raise UserError(f"{option('weights')} '{path}' does not exist")
     suffix = path.suffix.lower()
     if suffix not in WEIGHT_SUFFIXES:
-        raise UserError(f"--weights '{path}': give a .safetensors file or a .pt/.pth state dict, not '{suffix or path.name}'")
+        raise UserError(f"{option('weights')} '{path}': give a .safetensors file or a .pt/.pth state dict, not '{suffix or path.name}'")
     if suffix == ".safetensors":
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise UserError(f"--weights '{path}' is not a readable safetensors file ({first_line(exc)})") from None
+            raise UserError(f"{option('weights')} '{path}' is not a readable safetensors file ({first_line(exc)})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"--weights '{path}' cannot be read by torch.load(weights_only=True) ({type(exc).__name__}: "
+        raise UserError(f"{option('weights')} '{path}' cannot be read by torch.load(weights_only=True) ({type(exc).__name__}: "
                         "a whole pickled model, or not a torch file); to extract the tensors of a pickled model: "
                         f"odebench convert {path} OUT.safetensors") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise UserError(f"--weights '{path}' holds a {type(state).__name__}, not a state dict of tensors; "
+        raise UserError(f"{option('weights')} '{path}' holds a {type(state).__name__}, not a state dict of tensors; "
                         f"try: odebench convert {path} OUT.safetensors --key state_dict")
     return state
 
@@ -255,11 +255,11 @@ def load_weights(net: nn.Module, path: Path, state: dict[str, Tensor] | None = N
         prefix = _extra_prefix(list(state), list(own))
         hint = f"; every name carries '{prefix}': odebench convert {path} OUT.safetensors --strip-prefix {prefix}" \
             if prefix else ""
-        raise UserError(f"--weights '{path}' do not fit the model ({'; '.join(problems)}){hint}")
+        raise UserError(f"{option('weights')} '{path}' do not fit the model ({'; '.join(problems)}){hint}")
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
-        raise UserError(f"--weights '{path}' do not fit the model ({' '.join(str(exc).split())})") from None
+        raise UserError(f"{option('weights')} '{path}' do not fit the model ({' '.join(str(exc).split())})") from None
 
 
 def load_registered_weights(model: nn.Module, path: Path, state: dict[str, Tensor]) -> nn.Module:
@@ -274,13 +274,13 @@ def load_registered_weights(model: nn.Module, path: Path, state: dict[str, Tenso
 def load_torchscript(path: Path) -> nn.Module:
     """A scripted or traced model (`torch.jit.load`, on the CPU)."""
     if not path.is_file():
-        raise UserError(f"--torchscript '{path}' does not exist")
+        raise UserError(f"{option('torchscript')} '{path}' does not exist")
     try:
         with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; asked for here, it is no news
             warnings.filterwarnings("ignore", category=FutureWarning)
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise UserError(f"--torchscript '{path}' is not a TorchScript file ({first_sentence(exc)})") from None
+        raise UserError(f"{option('torchscript')} '{path}' is not a TorchScript file ({first_sentence(exc)})") from None
 
 
 def load_timm(name: str, info: DatasetInfo) -> tuple[nn.Module, str]:
@@ -289,11 +289,11 @@ def load_timm(name: str, info: DatasetInfo) -> tuple[nn.Module, str]:
     try:
         import timm
     except ImportError:
-        raise UserError("--model timm:NAME needs timm: pip install odebench[timm]") from None
+        raise UserError(f"{option('model')} timm:NAME needs timm: pip install odebench[timm]") from None
     try:
         net = timm.create_model(name, pretrained=False, num_classes=info.num_classes, in_chans=info.in_channels)
     except Exception as exc:
-        raise UserError(f"--model timm:{name}: timm cannot build it ({first_line(exc)})") from None
+        raise UserError(f"{option('model')} timm:{name}: timm cannot build it ({first_line(exc)})") from None
     return net, str(getattr(timm, "__version__", ""))
 
 
@@ -334,29 +334,33 @@ class ModelSource:
     def from_options(cls, model_file: str | None, weights: Path | None, torchscript: Path | None,
                      model: str | None, normalize: str | None) -> "ModelSource | None":
         """The CLI's flags -> a source, None when no model is given as code; bad combinations are UserErrors."""
-        given = [flag for flag, value in (("--model-file", model_file), ("--torchscript", torchscript),
-                                          ("--model", model)) if value]
+        given = [option(name) for name, value in (("model_file", model_file), ("torchscript", torchscript),
+                                                  ("model", model)) if value]
         if len(given) > 1:
-            raise UserError(f"give one of --model-file, --torchscript and --model, not {' and '.join(given)}")
+            raise UserError(f"give one of {option('model_file')}, {option('torchscript')} and {option('model')}, "
+                            f"not {' and '.join(given)}")
         if not given:
-            for flag, value in (("--weights", weights), ("--normalize", normalize)):
+            for name, value in (("weights", weights), ("normalize", normalize)):
                 if value:
-                    raise UserError(f"{flag} applies to a model given by --model-file, --torchscript or --model")
+                    raise UserError(f"{option(name)} applies to a model given by {option('model_file')}, "
+                                    f"{option('torchscript')} or {option('model')}")
             return None
         if torchscript and weights:
-            raise UserError("--weights does not apply to --torchscript (a TorchScript file holds its weights)")
+            raise UserError(f"{option('weights')} does not apply to {option('torchscript')} (a TorchScript file "
+                            "holds its weights)")
         timm_name = registered = None
         if model:
             kind, _, timm_name = model.partition(":")
             if kind != "timm":
                 registered, timm_name = model, None
                 if model not in MODELS.names():
-                    raise UserError(f"--model '{model}': give timm:NAME (e.g. timm:resnet18) or a registered model "
-                                    f"({', '.join(MODELS.names())})")
+                    raise UserError(f"{option('model')} '{model}': give timm:NAME (e.g. timm:resnet18) or a "
+                                    f"registered model ({', '.join(MODELS.names())})")
                 if normalize:
-                    raise UserError(f"--normalize does not apply to --model {model}: registered models normalise inside")
+                    raise UserError(f"{option('normalize')} does not apply to {option('model')} {model}: "
+                                    "registered models normalise inside")
             elif not timm_name:
-                raise UserError(f"--model '{model}': give timm:NAME (e.g. timm:resnet18)")
+                raise UserError(f"{option('model')} '{model}': give timm:NAME (e.g. timm:resnet18)")
         return cls(model_file, Path(torchscript) if torchscript else None, timm_name,
                    Path(weights) if weights else None, normalize, registered)
 
@@ -384,9 +388,9 @@ class ModelSource:
                 else:
                     net = factory()
             except Exception as exc:
-                raise UserError(f"--model-file: {self.factory}() raised {first_line(exc)}{_where(exc, source)}") from None
+                raise UserError(f"{option('model_file')}: {self.factory}() raised {first_line(exc)}{_where(exc, source)}") from None
             if not isinstance(net, nn.Module):
-                raise UserError(f"--model-file: {self.factory}() returned a {type(net).__name__}, not a torch.nn.Module")
+                raise UserError(f"{option('model_file')}: {self.factory}() returned a {type(net).__name__}, not a torch.nn.Module")
         elif self.torchscript:
             net = load_torchscript(self.torchscript)
         elif self.registered:

@@ -274,14 +274,14 @@ def test_the_audit_fails_a_model_that_returns_probabilities(files, tmp_path):
 # --- one worst-case number -------------------------------------------------------------------
 def test_the_worst_case_counts_a_sample_robust_only_if_every_attack_left_it_so():
     members = [{"attack": "fgsm", "attack_args": "{}", "robust_acc": 0.5, "grad_calls": 4, "queries": 0, "wall_s": 1.0,
-                "eps_mode": "nested", "eps": 0.1, "norm": "linf"},
+                "eps_mode": "nested", "eps": 0.1, "norm": "linf", "precision": "fp32"},
                {"attack": "pgd", "attack_args": '{"steps": 5}', "robust_acc": 0.5, "grad_calls": 20, "queries": 0,
-                "wall_s": 2.0, "eps_mode": "nested", "eps": 0.1, "norm": "linf"}]
+                "wall_s": 2.0, "eps_mode": "nested", "eps": 0.1, "norm": "linf", "precision": "bf16"}]
     masks = [torch.tensor([1, 1, 0, 0], dtype=torch.bool), torch.tensor([1, 0, 1, 0], dtype=torch.bool)]
     row = worst_case_row(members, masks)
     assert row["attack"] == "worst case" and row["robust_acc"] == 0.25
     assert json.loads(row["attack_args"]) == {"of": "fgsm, pgd steps=5"}
-    assert row["grad_calls"] == 24 and row["wall_s"] == 3.0
+    assert row["grad_calls"] == 24 and row["wall_s"] == 3.0 and row["precision"] == "bf16,fp32"
     assert json.loads(row["attack_stats"]) == {"fgsm": 0.5, "pgd steps=5": 0.5}
 
 

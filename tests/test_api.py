@@ -88,6 +88,74 @@ def test_bad_api_input_is_a_user_error_with_one_line(trained, digits, call, mess
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+# The same mistakes made in Python and on the command line: (the setting, the front end's call, the bad value
+# as a Python argument, the same on the command line, what a Python user reads, what the CLI prints)
+MISTAKES = [
+    ("eps_scale", "attack", {"eps_scale": 0}, ["--eps-scale", "0"],
+     "eps_scale must be > 0, got 0", "--eps-scale must be > 0, got 0"),
+    ("n_samples", "attack", {"n_samples": 0}, ["--n-samples", "0"],
+     "n_samples must be >= 1, got 0", "--n-samples must be >= 1, got 0"),
+    ("batch_size", "attack", {"batch_size": 0}, ["--batch-size", "0"],
+     "batch_size must be >= 1, got 0", "--batch-size must be >= 1, got 0"),
+    ("eps", "attack", {"eps": ["8"]}, ["--eps", "8"],
+     "eps 8 is above 1 in pixel units", "--eps 8 is above 1 in pixel units"),
+    ("ode_backend", "attack", {"ode_backend": "scipy"}, ["--ode-backend", "scipy"],
+     "ode_backend must be one of", "--ode-backend must be one of"),
+    ("precision", "attack", {"precision": "fp16"}, ["--precision", "fp16"],
+     "precision must be one of", "--precision must be one of"),
+    ("out", "attack", {"out": "BAD_OUT"}, ["--out", "BAD_OUT"],
+     "is not a results CSV; choose another out", "is not a results CSV; choose another --out"),
+    ("large_eps", "audit", {"large_eps": 2}, ["--large-eps", "2"],
+     "large_eps must be in (0, 1] (pixel units)", "--large-eps must be in (0, 1] (pixel units)"),
+    ("square_queries", "audit", {"square_queries": -1}, ["--square-queries", "-1"],
+     "square_queries must be >= 0, got -1", "--square-queries must be >= 0, got -1"),
+    ("augment", "train", {"augment": "rotate:10"}, ["--augment", "rotate:10"],
+     "augment 'rotate:10': unknown augmentation 'rotate'", "--augment 'rotate:10': unknown augmentation 'rotate'"),
+]
+
+
+def _bad_out(tmp_path: Path) -> Path:
+    """An output folder holding a results.csv that is not one (an empty file)."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.csv").write_text("")
+    return tmp_path / "bad"
+
+
+@pytest.mark.parametrize("name, command, kwargs, args, message, cli_message", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_an_api_call_with_a_bad_argument_names_the_parameter_not_a_flag(ckpt, digits, tmp_path, name, command, kwargs,
+                                                                         args, message, cli_message):
+    from robustbench_ode.training.trainer import TrainConfig, Trainer
+
+    from .helpers import TINY
+
+    kwargs = {k: _bad_out(tmp_path) if v == "BAD_OUT" else v for k, v in kwargs.items()}
+    calls = {
+        "attack": lambda: robustbench_ode.evaluate(ckpt, "digits", **({"attacks": ["fgsm"], "eps": [0.1],
+                                                                        "n_samples": 20} | kwargs)),
+        "audit": lambda: robustbench_ode.audit(ckpt, digits.test_x[:20], digits.test_y[:20], **kwargs),
+        "train": lambda: Trainer(TrainConfig(**(TINY | kwargs)), tmp_path / "run").run(),
+    }
+    with pytest.raises(UserError) as err:
+        calls[command]()
+    text = str(err.value)
+    assert message in text and re.search(rf"(?<![\w-]){name}\b", text), text
+    assert "--" not in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize("name, command, kwargs, args, message, cli_message", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_the_same_mistake_on_the_command_line_names_the_flag(ckpt, tmp_path, name, command, kwargs, args, message,
+                                                             cli_message):
+    args = [str(_bad_out(tmp_path)) if a == "BAD_OUT" else a for a in args]
+    base = {"attack": ["attack", "-c", ckpt, "-a", "fgsm", "--eps", "0.1", "--n-samples", "20"],
+            "audit": ["audit", ckpt, "--n-samples", "20"],
+            "train": ["train", "--model", "resnet_small", "--epochs", "1"]}[command]
+    proc = odebench(*base, "--device", "cpu", "--out", tmp_path / "o", *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and cli_message in lines[0], proc.stderr
+    assert "\x1f" not in proc.stderr  # no unrendered mark of errors.option
+
+
 def test_audit_returns_the_verdict_table_and_names_the_checks_that_do_not_apply(trained, digits, tmp_path):
     idx = balanced_subset(digits.test_y, 30)
     table = robustbench_ode.audit(trained, digits.test_x[idx], digits.test_y[idx], apgd_steps=5, square_queries=20,

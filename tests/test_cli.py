@@ -1,6 +1,10 @@
 """The command line as a user runs it: real subprocesses, exit codes, one-line errors."""
+import ast
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -44,10 +48,18 @@ def test_train_writes_a_checkpoint_and_prints_test_accuracy(tmp_path):
     assert (tmp_path / "run" / "model.safetensors").exists() and (tmp_path / "run" / "meta.json").exists()
 
 
-def test_train_reads_a_toml_config(tmp_path):
-    (tmp_path / "c.toml").write_text('model = "resnet_small"\nepochs = 1\n[model_options]\nwidth = 4\n')
-    proc = odebench("train", "--config", tmp_path / "c.toml", "--device", "cpu", "--out", tmp_path / "run")
+def test_train_takes_its_settings_from_a_toml_config_and_a_flag_overrides_the_file(tmp_path):
+    (tmp_path / "c.toml").write_text('model = "resnet_small"\nepochs = 3\nbatch_size = 32\nlr = 0.02\n'
+                                     'schedule = "constant"\n[model_options]\nwidth = 4\n')
+    proc = odebench("train", "--config", tmp_path / "c.toml", "--epochs", "1", "--device", "cpu",
+                    "--out", tmp_path / "run")
     assert proc.returncode == 0, proc.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["model"], config["batch_size"], config["lr"], config["schedule"]) == ("resnet_small", 32, 0.02,
+                                                                                         "constant")  # the file's
+    assert config["model_options"] == {"width": 4}
+    assert config["epochs"] == 1  # the flag's, not the file's 3
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["model_options"]["width"] == 4
 
 
 @pytest.mark.parametrize("args, message", [
@@ -105,6 +117,76 @@ def test_no_module_below_the_cli_imports_it():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_ode"
+FLAG = re.compile(r"(?<![\w-])--[a-z{]")  # --eps-scale, or one built by hand: f"--{name}"
+# Command lines suggested for the user to type (not settings they passed), the only flags allowed below the CLI
+COMMAND_SUGGESTIONS = {
+    "user_model.py": ["OUT.safetensors --key state_dict"],  # odebench convert FILE OUT.safetensors --key ...
+    "checkpoint.py": ["(--model-file FILE:FACTORY --weights, --model NAME --weights;"],
+}
+
+
+def _domain_modules() -> list[Path]:
+    """Every module of the package except the command line's (cli.py, cli_*.py)."""
+    return [path for path in sorted(PACKAGE.rglob("*.py"))
+            if not (path.parent == PACKAGE and path.name.startswith("cli"))]
+
+
+def _user_errors(path: Path) -> list[tuple[int, str]]:
+    """(line, source) of every `UserError(...)` call in the module."""
+    source = path.read_text()
+    return [(node.lineno, ast.get_source_segment(source, node)) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "UserError"]
+
+
+def test_no_module_below_the_cli_spells_a_flag_in_a_user_error():
+    """Domain code names a setting with `errors.option()`, so the Python API reads `eps_scale` and only
+    the CLI writes `--eps-scale`; a command line suggested for the user to type is listed above."""
+    calls, spelled = 0, []
+    for path in _domain_modules():
+        for line, call in _user_errors(path):
+            calls += 1
+            for suggestion in COMMAND_SUGGESTIONS.get(path.name, []):
+                call = call.replace(suggestion, "")
+            if FLAG.search(call):
+                spelled.append(f"{path.relative_to(PACKAGE)}:{line}: {FLAG.search(call).group()}")
+    assert calls > 100  # the scan sees the package's messages
+    assert not spelled, spelled
+
+
+def _cli_commands():
+    import typer.main
+
+    from robustbench_ode.cli import app
+
+    todo, commands = [typer.main.get_command(app)], []
+    while todo:
+        command = todo.pop()
+        subcommands = getattr(command, "commands", None)
+        todo.extend(subcommands.values()) if subcommands else commands.append(command)
+    return commands
+
+
+def test_flag_spells_every_option_of_every_command_as_the_command_line_accepts_it():
+    from robustbench_ode.cli import flag
+
+    options = [(command.name, param) for command in _cli_commands() for param in command.params
+               if param.param_type_name == "option"]
+    assert len(options) > 100
+    for command, param in options:
+        assert flag(param.name) in param.opts, (command, param.name, param.opts)
+    assert flag("attack_name") == "--attack" and flag("eps_scale") == "--eps-scale"
+
+
+def test_every_setting_a_message_names_is_a_parameter_of_some_command():
+    """`option('name')` in domain code names a CLI parameter (what `flag` can spell), not a typo."""
+    parameters = {param.name for command in _cli_commands() for param in command.params}
+    named = {name for path in _domain_modules()
+             for name in re.findall(r"""\boption\(['"](\w+)['"]\)""", path.read_text())}
+    assert {"eps_scale", "n_samples", "model_file", "augment", "time_points", "sizes"} <= named
+    assert named <= parameters, sorted(named - parameters)
 
 
 @pytest.mark.parametrize("command", ["train", "attack"])

@@ -149,5 +149,6 @@ def test_cli_compares_several_checkpoints_in_one_csv_and_plot(digits, tmp_path, 
 
 @pytest.mark.parametrize("sizes", ["0,0.1", "-1", "a,b", ""])
 def test_sizes_must_be_positive_numbers(sizes):
-    with pytest.raises(UserError, match="--sizes"):
+    with pytest.raises(UserError, match="^sizes must be") as err:
         parse_sizes(sizes)
+    assert err.value.options == ["sizes"]

@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from robustbench_ode.errors import UserError
-from robustbench_ode.evaluation import runner as runner_module
 from robustbench_ode.evaluation.runner import AttackSpec, Runner, Target
-from robustbench_ode.evaluation.session import AttackJob, run_job
+from robustbench_ode.evaluation.session import AttackJob, load_evaluation, run_job
 from robustbench_ode.evaluation.store import ResultStore
+from robustbench_ode.evaluation.verdict import VERIFY_ROUNDS
 from robustbench_ode.experiments import quickstart
 from robustbench_ode.models.base import ImageClassifier
+from robustbench_ode.precision import resolve_precision
 from robustbench_ode.reporting import SILENT
 from robustbench_ode.training.trainer import TrainConfig, Trainer
 
@@ -37,11 +38,14 @@ def _pgd_job(ckpt: Path, out: Path, **kw) -> AttackJob:
     return AttackJob(**(base | kw))
 
 
-def test_pgd_robust_accuracy_on_a_digits_ode_equals_its_points_judged_one_image_at_a_time(digits_ode, tmp_path,
-                                                                                         monkeypatch):
+def test_pgd_robust_accuracy_on_a_digits_ode_equals_its_points_judged_one_image_at_a_time(digits_ode, tmp_path):
     batched, _ = run_job(_pgd_job(digits_ode, tmp_path / "batched"))
-    monkeypatch.setattr(runner_module, "batch_dependent", lambda model: True)  # every decision alone
-    alone, _ = run_job(_pgd_job(digits_ode, tmp_path / "alone"))
+    job = _pgd_job(digits_ode, tmp_path / "alone")  # the same job, on the same engine, every decision alone
+    ev = load_evaluation(job.checkpoints, job.out, "results.csv", n_samples=job.n_samples, batch_size=job.batch_size,
+                         device=job.device, data_dir=None, ode_backend=job.ode_backend)
+    runner = Runner(ResultStore(job.out / "results.csv"), ev.x, ev.y, job.batch_size, job.seed, ev.device,
+                    ev.info.label, precision=resolve_precision(job.precision, ev.device), alone=lambda model: True)
+    alone = runner.run(ev.targets, job.attacks, job.eps)
     assert batched[0]["ode_backend"] == "torchode"
     assert batched[0]["unverified"] == 0
     assert batched[0]["robust_acc"] < batched[0]["clean_acc"]  # the attack does something here
@@ -73,10 +77,10 @@ class BatchCoupled(nn.Module):
         return logits + self.coupling * (logits.mean(0, keepdim=True) - logits.detach())
 
 
-def _runner(tmp_path: Path, digits, n: int = 100) -> Runner:
+def _runner(tmp_path: Path, digits, n: int = 100, **options) -> Runner:
     x, y = digits.test_x[:n], digits.test_y[:n]
     return Runner(ResultStore(tmp_path / "results.csv"), x, y, batch_size=n, seed=0, device=torch.device("cpu"),
-                  dataset_label="digits")
+                  dataset_label="digits", **options)
 
 
 def _target(model: nn.Module, name: str = "m") -> Target:
@@ -84,14 +88,16 @@ def _target(model: nn.Module, name: str = "m") -> Target:
     return Target(Path(name), model, meta)
 
 
-def test_points_that_fail_rechecking_are_counted_unverified_and_attacked_further(trained, digits, tmp_path,
-                                                                                monkeypatch):
-    monkeypatch.setattr(runner_module, "batch_dependent", lambda model: isinstance(model, BatchCoupled))
+def test_points_that_fail_rechecking_are_counted_unverified_and_attacked_further(trained, digits, tmp_path):
+    def coupled(model: nn.Module) -> bool:  # the runner judges the coupled model one image at a time
+        return isinstance(model, BatchCoupled)
+
     spec = AttackSpec.parse("pgd", {"steps": "5", "step_size": "0.02"})
     target = _target(BatchCoupled(trained, coupling=0.5).eval())
-    further = _runner(tmp_path / "further", digits).run([target], [spec], [0.08])[0]
-    monkeypatch.setattr(runner_module, "VERIFY_ROUNDS", 0)
-    first_claims_only = _runner(tmp_path / "claims", digits).run([target], [spec], [0.08])[0]
+    further = _runner(tmp_path / "further", digits, alone=coupled).run([target], [spec], [0.08])[0]
+    assert VERIFY_ROUNDS > 0  # the default attacks unconfirmed points further
+    first_claims_only = _runner(tmp_path / "claims", digits, alone=coupled,
+                                verify_rounds=0).run([target], [spec], [0.08])[0]
     assert further["unverified"] > 0
     assert further["unverified"] == first_claims_only["unverified"]
     assert further["robust_acc"] < first_claims_only["robust_acc"]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..checkpoint import load_checkpoint
 from ..data import balanced_subset, load_dataset
 from ..data.base import DatasetInfo
-from ..errors import UserError
+from ..errors import UserError, option
 from ..precision import resolve_precision
 from ..registry import parse_number
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
@@ -32,7 +32,7 @@ def default_eps(info: DatasetInfo) -> float:
 def _test_samples(dataset: str, data_dir: str | None, n_samples: int) -> tuple[Tensor, Tensor, DatasetInfo]:
     """A class-balanced, deterministic subset of the dataset's test split."""
     if n_samples < 1:
-        raise UserError(f"--n-samples must be >= 1, got {n_samples}")
+        raise UserError(f"{option('n_samples')} must be >= 1, got {n_samples}")
     splits = load_dataset(dataset, data_dir)
     idx = balanced_subset(splits.test_y, n_samples)
     return splits.test_x[idx], splits.test_y[idx], splits.info
@@ -44,11 +44,12 @@ def load_audited(checkpoint: Path | None, model: ModelSource | None, dataset: st
     (`dataset` must match a checkpoint's; a model given as code defaults to digits): returns
     (model, meta, path naming it, x, y, dataset info)."""
     if (checkpoint is None) == (model is None):
-        raise UserError("give a checkpoint dir, or a model with --model-file, --torchscript or --model (not both)")
+        raise UserError(f"give a checkpoint dir, or a model with {option('model_file')}, {option('torchscript')} or "
+                        f"{option('model')} (not both)")
     if checkpoint is not None:
         net, meta = load_checkpoint(checkpoint, dev)
         if dataset is not None and dataset != meta["dataset"]:
-            raise UserError(f"--dataset {dataset} differs from the checkpoint's dataset ({meta['dataset']})")
+            raise UserError(f"{option('dataset')} {dataset} differs from the checkpoint's dataset ({meta['dataset']})")
         return (net, meta, Path(checkpoint), *_test_samples(meta["dataset"], data_dir, n_samples))
     x, y, info = _test_samples(dataset or "digits", data_dir, n_samples)
     net, meta, path = model.load(info, x[:2], dev)
@@ -59,12 +60,12 @@ def audit_config(info: DatasetInfo, eps: float | None, large_eps: float, seed: i
     """Validated radii (`eps` None: `default_eps`) and budgets (None keeps the default) of an audit."""
     budgets = {k: v for k, v in budgets.items() if v is not None}
     eps = default_eps(info) if eps is None else eps
-    for name, value in (("--eps", eps), ("--large-eps", large_eps)):
+    for name, value in (("eps", eps), ("large_eps", large_eps)):
         if not 0 < value <= 1:
-            raise UserError(f"{name} must be in (0, 1] (pixel units), got {value}")
+            raise UserError(f"{option(name)} must be in (0, 1] (pixel units), got {value}")
     for name, value in budgets.items():
         if value < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+            raise UserError(f"{option(name)} must be >= 0, got {value}")
     return AuditConfig(eps=eps, large_eps=large_eps, seed=seed, **budgets)
 
 
@@ -123,12 +124,13 @@ def run_audit(
     return result
 
 
-def parse_radius(flag: str, text: str) -> float:
-    """'0.3' or '8/255' -> a float (range checks happen in `run_audit`)."""
+def parse_radius(name: str, text: str) -> float:
+    """'0.3' or '8/255' -> a float (range checks happen in `run_audit`); `name` is the setting
+    (`eps`, `large_eps`) a bad number is reported under."""
     try:
         return parse_number(text)
     except (ValueError, ZeroDivisionError):
-        raise UserError(f"{flag} '{text}' is not a number (examples: 0.3, 8/255)") from None
+        raise UserError(f"{option(name)} '{text}' is not a number (examples: 0.3, 8/255)") from None
 
 
 def parse_sizes(text: str) -> list[float]:
@@ -136,9 +138,9 @@ def parse_sizes(text: str) -> list[float]:
     try:
         sizes = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise UserError(f"--sizes must be comma-separated numbers, got {text!r}") from None
+        raise UserError(f"{option('sizes')} must be comma-separated numbers, got {text!r}") from None
     if not sizes or any(not s > 0 for s in sizes):
-        raise UserError(f"--sizes must be positive numbers, got {text!r}")
+        raise UserError(f"{option('sizes')} must be positive numbers, got {text!r}")
     return sizes
 
 
@@ -147,7 +149,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(part.strip() for part in text.split(",") if part.strip())
     bad = [k for k in kinds if k not in KINDS]
     if not kinds or bad:
-        raise UserError(f"--kinds must be a comma list of {', '.join(KINDS)}, got {text!r}")
+        raise UserError(f"{option('kinds')} must be a comma list of {', '.join(KINDS)}, got {text!r}")
     return kinds
 
 
@@ -167,8 +169,8 @@ def run_stability(
     (summary + provenance) into `out` (default `<checkpoint>/stability` for one checkpoint,
     `runs/stability` otherwise)."""
     if not checkpoints and model is None:
-        raise UserError("give at least one checkpoint (as arguments or with --checkpoint), or a model with "
-                        "--model-file, --torchscript or --model")
+        raise UserError(f"give at least one checkpoint (as arguments or with {option('checkpoint')}), or a model "
+                        f"with {option('model_file')}, {option('torchscript')} or {option('model')}")
     sizes = sizes or [1e-3, 1e-2, 1e-1]
     dev = resolve_device(device)
     loaded = [(name, *load_checkpoint(p, dev)) for name, p in zip(_names(checkpoints), checkpoints)]

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint
 
 from ..attacks.base import eval_mode
-from ..errors import UserError
+from ..errors import UserError, option
 from ..models.ode_block import ODEBlock
 from ..models.scheme_net import ProjectionBlock, SchemeBlock, SchemeNet
 from .gradients import input_gradients
@@ -96,7 +96,7 @@ def ode_depth(model: nn.Module, block: ODEBlock, points: int) -> Depth:
     A fixed-step solver with step_size 0 steps on this grid (the model itself takes one step).
     """
     if points < 2:
-        raise UserError(f"--time-points must be >= 2, got {points}")
+        raise UserError(f"{option('time_points')} must be >= 2, got {points}")
     cfg = block.config
     grid = torch.linspace(0.0, cfg.t1, points)
 

@@ -185,8 +185,11 @@ class Runner:
                  device: torch.device, dataset_label: str, eps_scale: float = 1.0,
                  on_cell: Callable[[str], None] | None = None, progress: Progress | None = None,
                  on_warning: Callable[[str], None] | None = None, precision: Precision = FP32,
-                 on_note: Callable[[str], None] | None = None) -> None:
+                 on_note: Callable[[str], None] | None = None, *,
+                 alone: Callable[[nn.Module], bool] = batch_dependent, verify_rounds: int = VERIFY_ROUNDS) -> None:
         self.store, self.x, self.y = store, x, y
+        self.alone = alone  # which models are judged one image at a time (default: those a batch can sway)
+        self.verify_rounds = verify_rounds  # further attacks on a claimed point its re-check did not confirm
         self.precision = precision  # of gradients only; every decision is the fp32 model's
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.dataset_label, self.eps_scale = dataset_label, eps_scale
@@ -201,13 +204,13 @@ class Runner:
         """Per-sample clean correctness (the model's decision) and forward NFEs, cached per model."""
         key = f"{target.sha}:{target.code_sha}"
         if key not in self._clean:
-            pred, nfes = predict(target.model, self.x, self.batch_size, self.device, batch_dependent(target.model))
+            pred, nfes = predict(target.model, self.x, self.batch_size, self.device, self.alone(target.model))
             self._clean[key] = (pred == self.y, nfes)
         return self._clean[key]
 
     def decide(self, target: Target, spec: AttackSpec, x: torch.Tensor) -> torch.Tensor:
         """The model's reported decision on `x`: one image at a time where batches could change it."""
-        per_sample = batch_dependent(target.model) or spec.eot > 1
+        per_sample = self.alone(target.model) or spec.eot > 1
         return predict(target.model, x, self.batch_size, self.device, per_sample)[0]
 
     def build(self, spec: AttackSpec) -> Attack:
@@ -361,7 +364,7 @@ class Runner:
         robust, unverified = robust_mask(
             attack, precision.differentiated(crafter),
             lambda x_adv: self.decide(target, spec, x_adv), self.x, self.y, correct if alive is None else alive, eps,
-            self.batch_size, self.device, rounds=VERIFY_ROUNDS, transfer=source is not None, progress=self.progress,
+            self.batch_size, self.device, rounds=self.verify_rounds, transfer=source is not None, progress=self.progress,
             further=crafter)
         return self._finish(row, correct, robust, attack, nfes, t0, "" if source else unverified), robust
 

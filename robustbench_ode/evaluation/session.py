@@ -96,22 +96,25 @@ def load_evaluation(checkpoints: list[Path], out: Path, outputs: str, *, n_sampl
     checkpoints', else digits); create `out` (it will hold `outputs`). `model` is a target, or
     with `model_as_source` the model transfer examples are crafted on."""
     if n_samples < 1:
-        raise UserError(f"--n-samples must be >= 1, got {n_samples}")
+        raise UserError(f"{option('n_samples')} must be >= 1, got {n_samples}")
     if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+        raise UserError(f"{option('batch_size')} must be >= 1, got {batch_size}")
     if not checkpoints and model is None:
-        raise UserError("at least one --checkpoint is required (or a model: --model-file, --torchscript, --model)")
+        raise UserError(f"at least one {option('checkpoint')} is required (or a model: {option('model_file')}, "
+                        f"{option('torchscript')}, {option('model')})")
     if model_as_source and (model is None or source is not None or not checkpoints):
-        raise UserError("--model-as-source crafts on the --model-file/--torchscript/--model model and attacks "
-                        "the --checkpoint models: give both, and no --source")
+        raise UserError(f"{option('model_as_source')} crafts on the {option('model_file')}/{option('torchscript')}/"
+                        f"{option('model')} model and attacks the {option('checkpoint')} models: give both, and no "
+                        f"{option('source')}")
     dev = resolve_device(device)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; give a directory for {outputs}")
+        raise UserError(f"{option('out')} '{out}' is a file; give a directory for {outputs}")
     targets = [Target.load(p, dev, ode_backend) for p in checkpoints]
     crafter = Target.load(source, dev, ode_backend) if source else None
     datasets = {t.meta["dataset"] for t in targets + ([crafter] if crafter else [])}
     if dataset is not None and datasets and datasets != {dataset}:
-        raise UserError(f"--dataset {dataset} differs from the checkpoints' dataset ({', '.join(sorted(datasets))})")
+        raise UserError(f"{option('dataset')} {dataset} differs from the checkpoints' dataset "
+                        f"({', '.join(sorted(datasets))})")
     if len(datasets) > 1:
         raise UserError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
     splits = load_dataset(dataset or (datasets.pop() if datasets else "digits"), data_dir)

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from .. import distributed
-from ..errors import UserError
+from ..errors import UserError, option
 from ..runinfo import atomic_write_text
 
 KEY = ["checkpoint_sha", "code_sha", "source_sha", "ode_backend", "precision", "attack", "attack_args", "eps",
@@ -38,7 +38,7 @@ class ResultStore:
             try:
                 df = pd.read_csv(self.path, keep_default_na=False, dtype=STR_COLUMNS)
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-                raise UserError(f"'{self.path}' exists but is not a results CSV; choose another --out") from None
+                raise UserError(f"'{self.path}' exists but is not a results CSV; choose another {option('out')}") from None
             for column, default in LATER_KEYS.items():
                 if column not in df.columns:
                     df[column] = default

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, option
 from ..registry import parse_number
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
@@ -83,38 +83,38 @@ class Compose:
 
 
 def _number(spec: str, text: str, what: str, high: float = math.inf) -> float:
-    """`text` as a finite number in (0, high], else a one-line UserError naming --augment and `what`."""
+    """`text` as a finite number in (0, high], else a one-line UserError naming `augment` and `what`."""
     try:
         value = parse_number(text)
     except (ValueError, ZeroDivisionError):
         value = math.nan
     if not (0 < value <= high and math.isfinite(value)):
         rule = "a positive number or fraction" + (f" <= {high:g}" if math.isfinite(high) else "")
-        raise UserError(f"--augment '{spec}': {what} must be {rule}, got '{text}'; expected {AUGMENT_HELP}")
+        raise UserError(f"{option('augment')} '{spec}': {what} must be {rule}, got '{text}'; expected {AUGMENT_HELP}")
     return value
 
 
 def _gaussian(spec: str, fields: Sequence[str]) -> GaussianNoise:
     if not 1 <= len(fields) <= 2 or not fields[0]:
-        raise UserError(f"--augment '{spec}': expected {AUGMENT_HELP}")
+        raise UserError(f"{option('augment')} '{spec}': expected {AUGMENT_HELP}")
     sigmas = tuple(_number(spec, text.strip(), "SIGMA") for text in fields[0].split(","))
     if len(fields) == 1:
         return GaussianNoise(sigmas)
     key, _, value = fields[1].partition("=")
     if key.strip() != "p":
-        raise UserError(f"--augment '{spec}': unknown field '{fields[1]}'; expected {AUGMENT_HELP}")
+        raise UserError(f"{option('augment')} '{spec}': unknown field '{fields[1]}'; expected {AUGMENT_HELP}")
     return GaussianNoise(sigmas, _number(spec, value.strip(), "p", high=1.0))
 
 
 def _crop(spec: str, fields: Sequence[str]) -> RandomCrop:
     if len(fields) != 1 or not fields[0].isdigit() or int(fields[0]) < 1:
-        raise UserError(f"--augment '{spec}': crop needs a padding of whole pixels >= 1, e.g. crop:4")
+        raise UserError(f"{option('augment')} '{spec}': crop needs a padding of whole pixels >= 1, e.g. crop:4")
     return RandomCrop(int(fields[0]))
 
 
 def _flip(spec: str, fields: Sequence[str]) -> HorizontalFlip:
     if fields:
-        raise UserError(f"--augment '{spec}': flip takes no fields")
+        raise UserError(f"{option('augment')} '{spec}': flip takes no fields")
     return HorizontalFlip()
 
 
@@ -124,13 +124,13 @@ _KINDS = {"gaussian": _gaussian, "crop": _crop, "flip": _flip}
 def parse_augment(spec: str) -> Augment | None:
     """'crop:4+flip' -> random crop then flip; 'gaussian:100/255' -> GaussianNoise((100/255,));
     'gaussian:50/255,100/255:p=0.5' -> noise on half the images with one of two sigmas; '' -> None.
-    Anything else is a one-line UserError naming --augment."""
+    Anything else is a one-line UserError naming `augment`."""
     if not spec:
         return None
     steps = []
     for part in spec.split("+"):
         kind, *fields = [f.strip() for f in part.strip().split(":")]
         if kind not in _KINDS:
-            raise UserError(f"--augment '{spec}': unknown augmentation '{kind}'; expected {AUGMENT_HELP}")
+            raise UserError(f"{option('augment')} '{spec}': unknown augmentation '{kind}'; expected {AUGMENT_HELP}")
         steps.append(_KINDS[kind](spec, fields))
     return steps[0] if len(steps) == 1 else Compose(tuple(steps))
