@@ -18,7 +18,7 @@ from torch import nn
 
 from .data.base import DatasetInfo
 from .errors import UserError
-from .runinfo import atomic_write_json
+from .runinfo import atomic_write_json, shared
 
 FORMAT = "odebench-checkpoint/1"
 WEIGHTS = "model.safetensors"
@@ -41,7 +41,7 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path / f".{WEIGHTS}.tmp"
     save_file(state, str(tmp))
-    tmp.replace(path / WEIGHTS)
+    shared(tmp).replace(path / WEIGHTS)
     atomic_write_json(path / META, {**meta, "format": FORMAT, "weights_sha256": sha256_file(path / WEIGHTS)})
 
 

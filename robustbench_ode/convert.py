@@ -28,6 +28,7 @@ import torch._utils
 from safetensors.torch import save_file
 
 from .errors import UserError, option
+from .runinfo import shared
 
 ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
@@ -304,5 +305,5 @@ def convert(src: Path, dst: Path, key: str | None = None, strip_prefix: str = ""
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write '{dst}': {str(exc).splitlines()[0]}") from None
-    tmp.replace(dst)
+    shared(tmp).replace(dst)
     return Conversion(tensors, sorted(names.classes), dict(names.calls))

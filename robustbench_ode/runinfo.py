@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
-from . import __version__, distributed
+from . import distributed
 from .errors import UserError, option
 from .precision import cpu_description
 from .registry import loaded_plugins
+from .version import __version__
 
 
 def versions() -> dict[str, str]:
@@ -79,11 +80,18 @@ def provenance(seed: int, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _umask() -> int:
-    """The process's umask (read by setting it, then restoring it)."""
+def file_mode() -> int:
+    """The mode a new file gets under the process's umask (read by setting it, then restoring it):
+    temporary files (`mkstemp`, safetensors) are 0600, results and checkpoints are shared files."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
+
+
+def shared(path: Path) -> Path:
+    """Give a file written by a library that creates 0600 files (safetensors) the umask's mode."""
+    os.chmod(path, file_mode())
+    return path
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -91,7 +99,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared files like any other
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; results are shared files like any other
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()

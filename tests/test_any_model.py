@@ -189,7 +189,7 @@ def test_a_plain_torchdiffeq_ode_gets_nfe_its_library_and_per_image_verdicts_on_
 
 def test_the_audits_surrogates_of_an_intercepted_adjoint_ode_are_rk4_and_its_own_solver_without_the_adjoint(
         plain_odes, images):
-    from robustbench_ode.audit.checks import AuditConfig, ode_surrogates
+    from robustbench_ode.diagnostics.checks import AuditConfig, ode_surrogates
 
     model = wrap(plain_odes.adjoint().eval(), None, images)
     model(images)
@@ -313,8 +313,29 @@ def test_results_files_respect_the_umask_as_the_plot_does(files, tmp_path):
     finally:
         os.umask(old)
     assert proc.returncode == 0, proc.stderr
-    for name in ("results.csv", "results.md", "provenance.jsonl", "accuracy_vs_eps.png"):
+    written = ["results.csv", "results.md", "provenance.jsonl", "accuracy_vs_eps.png",
+               *(p.relative_to(tmp_path) for p in (tmp_path / "state").glob("*.safetensors"))]
+    assert len(written) > 4
+    for name in written:
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_checkpoint_and_a_converted_file_respect_the_umask(tmp_path):
+    import os
+
+    from robustbench_ode.checkpoint import save_checkpoint
+    from robustbench_ode.convert import convert
+
+    net = nn.Linear(2, 2)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "ckpt", net, {"model": "x"})
+        convert(tmp_path / "w.pt", tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "ckpt" / "model.safetensors", tmp_path / "ckpt" / "meta.json", tmp_path / "w.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
 
 
 def test_the_python_api_names_its_own_parameters_and_explains_a_weights_file():

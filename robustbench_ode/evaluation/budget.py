@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from ..errors import UserError, option
 from ..precision import FP32, Precision, resolve_precision
 from ..report.budget import budget_markdown, budget_plot
-from ..runinfo import atomic_write_text, provenance
+from ..runinfo import atomic_write_text, provenance, shared
 from .runner import AttackSpec, Runner, Target
 from .session import append_provenance, load_evaluation
 from .store import ResultStore
@@ -168,7 +168,7 @@ def _save_steps(path: Path, data_sha: str, steps: list[_Step]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({f"step{i}": s.robust.contiguous() for i, s in enumerate(steps)}, str(tmp),
               metadata={"data_sha": data_sha, "steps": json.dumps(info)})
-    tmp.replace(path)
+    shared(tmp).replace(path)
 
 
 def _data_sha(x: torch.Tensor, y: torch.Tensor) -> str:

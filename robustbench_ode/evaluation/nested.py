@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .. import distributed
+from ..runinfo import shared
 
 NESTED, INDEPENDENT = "nested", "independent"
 
@@ -82,4 +83,4 @@ def save_chain(path: Path, data: str, chain: Chain) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({f"robust{i}": m for i, m in enumerate(chain.masks)}, str(tmp),
               metadata={"data_sha": data, "radii": json.dumps(chain.radii)})
-    tmp.replace(path)
+    shared(tmp).replace(path)
