@@ -1,24 +1,26 @@
 """odebench: adversarial robustness benchmark for Neural ODEs and ResNet-family classifiers.
 
-Python API (docs/api.md), imported on first use so that `import robustbench_ode` stays light:
+Python API (docs/api.md), the functions of `robustbench_ode.api`:
 `robustbench_ode.evaluate(model, data, attacks, eps, ...)` -> the results.csv rows as a DataFrame;
-`robustbench_ode.audit(model, x, y, ...)` -> the gradient-masking verdict table. (`audit` is
-also the name of the audit subpackage, which is therefore callable: see `audit/__init__.py`.)
+`robustbench_ode.audit(model, x, y, ...)` -> the gradient-masking verdict table (its checks are the
+`diagnostics` subpackage).
+
+They are imported on first use (a module `__getattr__`, PEP 562), not here: `api` loads torch,
+pandas and the whole engine (about 5 s), and every `odebench` command imports this package first
+(`odebench --help` takes a fraction of a second because of it).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from .version import __version__
+
 __all__ = ["audit", "evaluate"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "evaluate":
-        from .api import evaluate
+    if name in __all__:
+        from . import api
 
-        return evaluate
-    if name == "audit":
-        return importlib.import_module(".audit", __name__)
+        return getattr(api, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,12 +18,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .data import balanced_subset, load_dataset
+from .data import load_samples
 from .data.base import DatasetInfo, channel_stats
 from .errors import UserError
 from .evaluation.runner import AttackSpec, Target
 from .evaluation.session import AttackJob, Evaluation, parse_eps, run_evaluation
 from .evaluation.store import STR_COLUMNS
+from .ode_backends import DEFAULT_ODE_BACKEND
 from .runinfo import resolve_device, seed_everything
 from .user_model import check_logits, class_source_sha256, module_meta, state_sha256, wrap
 
@@ -34,30 +35,6 @@ AttackArg = str | tuple[str, dict[str, Any]]
 def read_results(path: str | Path | io.StringIO) -> pd.DataFrame:
     """A results.csv as `evaluate` returns it (hash columns kept as text, blanks as NaN)."""
     return pd.read_csv(path, dtype=STR_COLUMNS)
-
-
-def _samples(data: str | tuple[Tensor, Tensor], data_dir: str | Path | None,
-             n_samples: int | None) -> tuple[Tensor, Tensor, DatasetInfo | None]:
-    """Test images of a registered dataset, or given tensors; class-balanced subset of `n_samples`."""
-    if isinstance(data, str):
-        splits = load_dataset(data, data_dir)
-        x, y, info = splits.test_x, splits.test_y, splits.info
-    else:
-        try:
-            x, y = data
-        except (TypeError, ValueError):
-            raise UserError("data must be a registered dataset name or an (x, y) pair of tensors") from None
-        if not (isinstance(x, Tensor) and isinstance(y, Tensor)) or x.dim() != 4 or y.shape != (len(x),):
-            raise UserError("data (x, y): x must be a (N, C, H, W) tensor and y a (N,) tensor of labels")
-        if not x.is_floating_point() or len(x) == 0 or float(x.min()) < 0 or float(x.max()) > 1:
-            raise UserError("data (x, y): x must hold float pixels in [0, 1] (ε is in pixel units)")
-        x, y, info = x.float(), y.long(), None
-    if n_samples is not None:
-        if n_samples < 1:
-            raise UserError(f"n_samples must be >= 1, got {n_samples}")
-        idx = balanced_subset(y, n_samples)
-        x, y = x[idx], y[idx]
-    return x, y, info
 
 
 def _tensor_info(model: nn.Module, x: Tensor, y: Tensor) -> DatasetInfo:
@@ -126,7 +103,7 @@ def evaluate(
     batch_size: int = 250,
     seed: int = 0,
     device: str = "cpu",
-    ode_backend: str = "torchode",
+    ode_backend: str = DEFAULT_ODE_BACKEND,
     grad_solver: str | None = None,
     eot: int = 1,
     precision: str = "auto",
@@ -153,7 +130,7 @@ def evaluate(
     radii = parse_eps([str(e) for e in eps], eps_scale, all(spec.build().norm == "l2" for spec in specs))
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    x, y, info = _samples(data, data_dir, n_samples)
+    x, y, info = load_samples(data, data_dir, n_samples)
     target, info = _target(model, x, y, info, dev, ode_backend, name, normalize)
     ev = Evaluation(dev, [target], None, x, y, info)
 
@@ -187,7 +164,7 @@ def audit(
     out: str | Path | None = None,
     device: str = "cpu",
     seed: int = 0,
-    ode_backend: str = "torchode",
+    ode_backend: str = DEFAULT_ODE_BACKEND,
     **budgets: int,
 ) -> pd.DataFrame:
     """The gradient-masking audit of `odebench audit` on the samples `(x, y)`: one row per check
@@ -198,13 +175,13 @@ def audit(
     `budgets` are `AuditConfig` fields (square_queries, spsa_steps, spsa_samples, boundary_steps,
     apgd_steps, ...). With `out`, audit.md and audit.json are written there.
     """
-    from .audit.command import audit_config, not_applicable
-    from .audit.checks import run_checks
-    from .audit.report import numbers_text, verdict_line, write_audit
+    from .diagnostics.command import audit_config, not_applicable
+    from .diagnostics.checks import run_checks
+    from .diagnostics.report import numbers_text, verdict_line, write_audit
     from .runinfo import provenance
 
     dev = resolve_device(device)
-    x, y, _ = _samples((x, y), None, None)
+    x, y, _ = load_samples((x, y))
     target, info = _target(model, x, y, None, dev, ode_backend, name, normalize)
     cfg = audit_config(info, eps, large_eps, seed, dict(budgets))
     seed_everything(seed)

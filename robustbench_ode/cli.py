@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import UserError
+from .ode_backends import DEFAULT_ODE_BACKEND, ODE_BACKENDS
 from .registry import ATTACKS, DATASETS, METHODS, MODELS, parse_kv
 
 app = typer.Typer(
@@ -190,6 +191,9 @@ _PRECISION = typer.Option("auto", help="attack gradients in bf16 where this mach
                           "or fp32 / bf16; every reported decision is fp32")
 _PRECISION_ALL = typer.Option("auto", help="training steps and attack gradients in bf16 where this machine computes "
                               "it natively (auto), or fp32 / bf16; every reported accuracy and decision is fp32")
+_BACKEND_CHOICES = [f"{name} ({meaning})" for name, meaning in ODE_BACKENDS.items()]
+_ODE_BACKEND = typer.Option(DEFAULT_ODE_BACKEND, help=f"adaptive ODEs: {', '.join(_BACKEND_CHOICES[:-1])} or "
+                            f"{_BACKEND_CHOICES[-1]}")
 _DATASET = typer.Option(None, "--dataset", "-d", help="dataset to evaluate on (default: the checkpoints', else digits)")
 
 
@@ -221,8 +225,7 @@ def attack(
         None, help="ODE models: take gradients through this solver while the model's own decides, "
         "e.g. rk4:step_size=0.05 or dopri5:adjoint=false (gradient attacks only)"),
     eot: int = typer.Option(1, help="average each gradient over this many passes (EOT, for randomised models)"),
-    ode_backend: str = typer.Option("torchode", help="adaptive ODEs: torchode (a step size per sample, batch-independent "
-                                    "decisions), torchdiffeq (one step size per batch) or model (as trained)"),
+    ode_backend: str = _ODE_BACKEND,
     precision: str = _PRECISION,
     ode_extras: bool = typer.Option(False, "--ode-extras", help="autoattack: add PGD through a fixed-step surrogate "
                                     "solver, SPSA and the CW margin loss (attacks that break ODEs PGD does not)"),
@@ -331,7 +334,7 @@ def audit(
     spsa_samples: Optional[int] = typer.Option(None, help="SPSA perturbation pairs per step (default 16)"),
     boundary_steps: Optional[int] = typer.Option(None, help="Boundary attack steps (default 0: skipped; e.g. 1000)"),
     apgd_steps: Optional[int] = typer.Option(None, help="APGD-CE steps (default 100)"),
-    ode_backend: str = typer.Option("torchode", help="adaptive ODEs: torchode, torchdiffeq or model (as trained)"),
+    ode_backend: str = _ODE_BACKEND,
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output dir (default <checkpoint>/audit, "
                                        "runs/audit/<model> for your model)"),
@@ -346,7 +349,7 @@ def audit(
                                   "gradient quality, and bf16's weaker gradients would read as masking), auto or bf16"),
 ) -> None:
     """Check a checkpoint (or your own model) for gradient masking (Carlini et al. 2019); write audit.md / audit.json."""
-    from .audit.command import parse_radius, run_audit
+    from .diagnostics.command import parse_radius, run_audit
 
     run_audit(checkpoint, console, model=_model_source(model_file, weights, torchscript, model, normalize),
               dataset=dataset, data_dir=data_dir, n_samples=n_samples,
@@ -376,7 +379,7 @@ def stability(
     dataset: Optional[str] = _DATASET,
 ) -> None:
     """Measure how input perturbations grow along depth (paper's Theorem 3.1); CSV, plot, summary."""
-    from .audit.command import parse_kinds, parse_sizes, run_stability
+    from .diagnostics.command import parse_kinds, parse_sizes, run_stability
 
     run_stability([*(checkpoints or []), *(checkpoint or [])], console,
                   model=_model_source(model_file, weights, torchscript, model, normalize), dataset=dataset,
@@ -418,7 +421,7 @@ def converge(
     seed: int = typer.Option(0, help="random seed (each rung derives its own from it, as odebench attack does)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     data_dir: Optional[str] = typer.Option(None, help="data root (default: $ODEBENCH_DATA, else ./data)"),
-    ode_backend: str = typer.Option("torchode", help="adaptive ODEs: torchode, torchdiffeq or model (as trained)"),
+    ode_backend: str = _ODE_BACKEND,
     precision: str = _PRECISION,
     out: Path = typer.Option(Path("runs/converge"), "--out", "-o", help="output dir (budget.csv/.md/.png, state/)"),
 ) -> None:

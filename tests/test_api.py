@@ -2,6 +2,7 @@
 `audit` the verdict table, and the example in docs/api.md runs."""
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def test_audit_returns_the_verdict_table_and_names_the_checks_that_do_not_apply(
     idx = balanced_subset(digits.test_y, 30)
     table = robustbench_ode.audit(trained, digits.test_x[idx], digits.test_y[idx], apgd_steps=5, square_queries=20,
                                   spsa_steps=2, spsa_samples=4, out=tmp_path)
-    from robustbench_ode.audit.checks import CHECKS
+    from robustbench_ode.diagnostics.checks import CHECKS
 
     assert list(table.columns) == ["check", "verdict", "numbers", "explanation", "seconds"]
     assert len(table) == len(CHECKS) + 3  # and the model checks: outputs, randomness, gradients in forward
@@ -171,13 +172,13 @@ def test_audit_returns_the_verdict_table_and_names_the_checks_that_do_not_apply(
     assert table.attrs["verdict"] in (tmp_path / "audit.md").read_text()
 
 
-def test_audit_is_callable_as_robustbench_ode_audit_although_the_audit_package_shares_the_name(monkeypatch):
-    import robustbench_ode.audit.checks  # noqa: F401  (the import binds robustbench_ode.audit to the package)
+def test_robustbench_ode_audit_is_the_api_function_and_the_checks_subpackage_has_its_own_name():
+    import robustbench_ode.diagnostics.checks  # noqa: F401  (binds robustbench_ode.diagnostics, nothing else)
     from robustbench_ode import api
 
-    monkeypatch.setattr(api, "audit", lambda *args, **kwargs: ("api.audit", args, kwargs))
-    assert robustbench_ode.audit(1, 2, 3, eps=0.1) == ("api.audit", (1, 2, 3), {"eps": 0.1})
-    assert robustbench_ode.audit.run_checks is robustbench_ode.audit.checks.run_checks  # still the package
+    assert robustbench_ode.audit is api.audit and robustbench_ode.evaluate is api.evaluate
+    assert inspect.isfunction(robustbench_ode.audit) and type(robustbench_ode).__name__ == "module"
+    assert robustbench_ode.diagnostics.run_checks is robustbench_ode.diagnostics.checks.run_checks
 
 
 def test_the_example_in_docs_api_md_runs(capsys):

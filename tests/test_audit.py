@@ -10,10 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from robustbench_ode.attacks.base import Attack
-from robustbench_ode.audit import AuditConfig, Bench, looks_masked, noise_tolerance, run_checks
-from robustbench_ode.audit import checks
-from robustbench_ode.audit.checks import FAIL, NA, PASS, ode_surrogates
+from robustbench_ode.diagnostics import AuditConfig, Bench, run_checks
+from robustbench_ode.diagnostics import checks
+from robustbench_ode.diagnostics.checks import FAIL, NA, PASS, ode_surrogates
 from robustbench_ode.data import balanced_subset
+from robustbench_ode.evaluation.masking import looks_masked, noise_tolerance
 from robustbench_ode.models import build_model
 
 from .helpers import odebench, train_tiny
@@ -195,7 +196,7 @@ def test_cli_bad_checkpoint_path_exits_2_with_one_line(tmp_path):
 def test_finite_differences_run_in_full_fp32_and_restore_the_tf32_flags():
     import torch
 
-    from robustbench_ode.audit.gradients import full_fp32
+    from robustbench_ode.diagnostics.gradients import full_fp32
 
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True

@@ -112,7 +112,7 @@ def test_a_user_error_names_settings_as_flags_only_on_the_command_line():
 def test_no_module_below_the_cli_imports_it():
     """Training, evaluation, audit and experiments run without the CLI (Python API, other front ends)."""
     code = ("import sys, robustbench_ode.experiments.reproduce, robustbench_ode.experiments.quickstart, "
-            "robustbench_ode.audit.command, robustbench_ode.evaluation.budget, robustbench_ode.models; "
+            "robustbench_ode.diagnostics.command, robustbench_ode.evaluation.budget, robustbench_ode.models; "
             "print(sorted(m for m in sys.modules if m.startswith('robustbench_ode.cli')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from robustbench_ode.data import DatasetInfo, balanced_subset, imagefolder, load_dataset, tensor_cache
+from robustbench_ode.data import DatasetInfo, balanced_subset, imagefolder, load_dataset, load_samples, tensor_cache
 from robustbench_ode.data.base import channel_stats
 from robustbench_ode.data.cifar10 import CLASSES as CIFAR10_CLASSES
 from robustbench_ode.errors import UserError
@@ -139,6 +139,21 @@ def test_balanced_subset_gives_a_small_class_all_it_has_and_rejects_nonpositive_
 
 
 # ---------------------------------------------------------------- image folders
+
+
+def test_one_loader_gives_the_cli_the_audit_and_the_api_the_same_class_balanced_test_images():
+    splits = load_dataset("digits")
+    x, y, info = load_samples("digits", None, 50)
+    idx = balanced_subset(splits.test_y, 50)
+    assert torch.equal(x, splits.test_x[idx]) and torch.equal(y, splits.test_y[idx]) and info == splits.info
+    given_x, given_y, no_info = load_samples((splits.test_x, splits.test_y), n_samples=50)
+    assert no_info is None and torch.equal(given_x, x) and torch.equal(given_y, y)
+    assert len(load_samples("digits")[1]) == len(splits.test_y)  # None: every test image
+    for data, n, message in [("digits", 0, "n_samples must be >= 1, got 0"), (42, None, "pair of tensors"),
+                             ((x[0], y), None, r"x must be a \(N, C, H, W\) tensor"),
+                             ((x * 2, y), None, r"float pixels in \[0, 1\]")]:
+        with pytest.raises(UserError, match=message):
+            load_samples(data, None, n)
 
 
 def test_image_folder_follows_sorted_class_and_file_order(tmp_path):

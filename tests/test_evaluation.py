@@ -8,7 +8,7 @@ import torch
 from robustbench_ode.errors import UserError
 from robustbench_ode.evaluation.runner import AttackSpec
 from robustbench_ode.evaluation.session import AttackJob, parse_eps, run_job
-from robustbench_ode.evaluation.store import ResultStore
+from robustbench_ode.evaluation.store import CELL_COLUMNS, COLUMNS, KEY, LATER_KEYS, STR_COLUMNS, ResultStore
 from robustbench_ode.report import render
 
 from .helpers import ConstantClassifier, InterruptAtCell, train_tiny
@@ -45,6 +45,14 @@ def test_each_row_records_settings_cost_and_time(ckpts, tmp_path):
     assert row["n"] == 60 and row["seed"] == 0 and row["norm"] == "linf"
     assert 0 < row["grad_calls"] <= 60 * 5
     assert (tmp_path / "provenance.jsonl").exists() and (tmp_path / "accuracy_vs_eps.png").stat().st_size > 0
+
+
+def test_a_written_row_has_exactly_the_schemas_columns(ckpts, tmp_path):
+    rows, _ = run_job(job(ckpts[:1], tmp_path, eps=[0.0, 0.1]))
+    assert {r["attack"] for r in rows} == {"fgsm", "pgd", "worst case"}
+    assert all(list(r) == list(COLUMNS) for r in rows)
+    assert list(pd.read_csv(tmp_path / "results.csv").columns) == list(COLUMNS)
+    assert set(KEY) <= set(CELL_COLUMNS) and set(LATER_KEYS) <= set(KEY) and set(STR_COLUMNS) <= set(COLUMNS)
 
 
 def test_a_rerun_skips_finished_cells_and_gives_the_same_table(ckpts, tmp_path):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from robustbench_ode.audit import AuditConfig, Bench, run_checks
-from robustbench_ode.audit import checks, indicators
-from robustbench_ode.audit.checks import FAIL, NA, PASS, WARN
+from robustbench_ode.diagnostics import AuditConfig, Bench, run_checks
+from robustbench_ode.diagnostics import checks, indicators
+from robustbench_ode.diagnostics.checks import FAIL, NA, PASS, WARN
 from robustbench_ode.data import balanced_subset
 from robustbench_ode.models.base import ImageClassifier
 from robustbench_ode.registry import ATTACKS

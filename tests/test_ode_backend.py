@@ -190,6 +190,25 @@ def test_bad_backends_are_user_errors(digits):
     assert bosh3.body.block.config.backend == "torchdiffeq"
 
 
+def test_one_table_holds_the_backends_a_block_accepts_and_every_front_end_offers():
+    import inspect
+
+    import typer.main
+
+    from robustbench_ode import api
+    from robustbench_ode.cli import app
+    from robustbench_ode.ode_backends import AS_TRAINED, DEFAULT_ODE_BACKEND, ODE_BACKENDS, SOLVER_BACKENDS
+
+    assert set(SOLVER_BACKENDS) | {AS_TRAINED} == set(ODE_BACKENDS) and DEFAULT_ODE_BACKEND in SOLVER_BACKENDS
+    assert all(SolverConfig(backend=name).backend == name for name in SOLVER_BACKENDS)
+    assert {inspect.signature(f).parameters["ode_backend"].default for f in (api.evaluate, api.audit)} == {
+        DEFAULT_ODE_BACKEND}
+    cli = typer.main.get_command(app)
+    options = [p for name in ("attack", "audit", "converge") for p in cli.commands[name].params if p.name == "ode_backend"]
+    assert len(options) == 3 and all(p.default == DEFAULT_ODE_BACKEND for p in options)
+    assert all(all(name in p.help for name in ODE_BACKENDS) for p in options)
+
+
 @pytest.mark.parametrize("backend", ["torchdiffeq", "torchode"])
 def test_max_nfe_allows_exactly_the_evaluations_a_sample_needs(digits, backend):
     model = tiny_odenet(digits.info, backend=backend)

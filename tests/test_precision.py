@@ -129,7 +129,7 @@ def test_an_attack_records_its_precision_in_the_csv_and_provenance(tmp_path):
 
 
 def test_the_audit_reports_fp32_decisions_when_its_gradient_attacks_run_in_bf16():
-    from robustbench_ode.audit.checks import Bench, pgd
+    from robustbench_ode.diagnostics.checks import Bench, pgd
 
     x, y = torch.rand(12, 1, 4, 4), torch.zeros(12, dtype=torch.long)
     bench = Bench(DifferentInBf16(), x, y, precision=Precision("bf16", "bf16", "test"))

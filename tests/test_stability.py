@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from robustbench_ode.audit import depth_of, measure, stability_rows
-from robustbench_ode.audit.command import parse_sizes
-from robustbench_ode.audit.stability import perturbation
+from robustbench_ode.diagnostics import depth_of, measure, stability_rows
+from robustbench_ode.diagnostics.command import parse_sizes
+from robustbench_ode.diagnostics.stability import perturbation
 from robustbench_ode.checkpoint import save_checkpoint
 from robustbench_ode.errors import UserError
 from robustbench_ode.models import build_model

@@ -35,6 +35,7 @@ from ..errors import UserError, option
 from ..evaluation.budget import BudgetCurves, BudgetJob, parse_budgets, write_budget_files
 from ..evaluation.runner import AttackSpec, Target
 from ..evaluation.session import AttackJob, Evaluation, run_evaluation
+from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..precision import resolve_precision
 from ..registry import MODELS
 from ..reporting import SILENT, Reporter
@@ -163,9 +164,9 @@ def check_claim(claim: Claim, weights: Path, out: Path, *, data_dir: str | None 
     """Run the claim's protocol, ladder and audit on `weights`; write claim.json and claim.md to
     `out` (and each step's own files below it); return the report as a dict. Resumable: finished
     cells and rungs are reused."""
-    from ..audit.checks import run_checks
-    from ..audit.command import audit_config
-    from ..audit.report import verdict_line, write_audit
+    from ..diagnostics.checks import run_checks
+    from ..diagnostics.command import audit_config
+    from ..diagnostics.report import verdict_line, write_audit
 
     for name, value in (("protocol_samples", protocol_samples), ("n_samples", n_samples)):
         if value is not None and value < 1:
@@ -187,7 +188,7 @@ def check_claim(claim: Claim, weights: Path, out: Path, *, data_dir: str | None 
     x, y = splits.test_x[idx], splits.test_y[idx]
     n_ladder = min(len(y), claim.ladder_samples if n_samples is None else n_samples)
     meta = module_meta(claim.model, info, released["tensors_sha256"], name=claim.name, weights=str(weights))
-    target = Target.from_module(model, meta, dev, "torchode", path=Path(weights), label=claim.name)
+    target = Target.from_module(model, meta, dev, DEFAULT_ODE_BACKEND, path=Path(weights), label=claim.name)
     check_logits(target.model, info, x[:2].to(dev), claim.name)
     seed_everything(seed)
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 import torch
+from torch import Tensor
 
 from ..errors import UserError, option
 from ..registry import DATASETS
@@ -94,6 +96,53 @@ def load_dataset(
         idx = balanced_subset(splits.test_y, test_subset)
         splits.test_x, splits.test_y = splits.test_x[idx], splits.test_y[idx]
     return splits
+
+
+@overload
+def load_samples(data: str, data_dir: str | Path | None = None,
+                 n_samples: int | None = None) -> tuple[Tensor, Tensor, DatasetInfo]: ...
+
+
+@overload
+def load_samples(data: tuple[Tensor, Tensor], data_dir: str | Path | None = None,
+                 n_samples: int | None = None) -> tuple[Tensor, Tensor, None]: ...
+
+
+def load_samples(data: str | tuple[Tensor, Tensor], data_dir: str | Path | None = None,
+                 n_samples: int | None = None) -> tuple[Tensor, Tensor, DatasetInfo | None]:
+    """The images an evaluation or audit works on: the test split of the registered dataset `data`
+    (read from `data_dir`) with its description, or given `(x, y)` tensors (float pixels in [0, 1];
+    no description), cut to a deterministic, class-balanced subset of `n_samples` (None: all)."""
+    check_sample_count(n_samples)
+    if isinstance(data, str):
+        splits = load_dataset(data, data_dir)
+        x, y, info = splits.test_x, splits.test_y, splits.info
+    else:
+        (x, y), info = _checked_tensors(data), None
+    if n_samples is not None:
+        idx = balanced_subset(y, n_samples)
+        x, y = x[idx], y[idx]
+    return x, y, info
+
+
+def check_sample_count(n_samples: int | None) -> None:
+    """How many test images to use: None (all) or at least one."""
+    if n_samples is not None and n_samples < 1:
+        raise UserError(f"{option('n_samples')} must be >= 1, got {n_samples}")
+
+
+def _checked_tensors(data: object) -> tuple[Tensor, Tensor]:
+    """Given samples as float32 (N, C, H, W) pixels in [0, 1] and int64 (N,) labels. Only the Python API
+    passes tensors, so its messages name its parameter `data` as it is (no CLI flag spells it)."""
+    try:
+        x, y = data  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise UserError("data must be a registered dataset name or an (x, y) pair of tensors") from None
+    if not (isinstance(x, Tensor) and isinstance(y, Tensor)) or x.dim() != 4 or y.shape != (len(x),):
+        raise UserError("data (x, y): x must be a (N, C, H, W) tensor and y a (N,) tensor of labels")
+    if not x.is_floating_point() or len(x) == 0 or float(x.min()) < 0 or float(x.max()) > 1:
+        raise UserError("data (x, y): x must hold float pixels in [0, 1] (ε is in pixel units)")
+    return x.float(), y.long()
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

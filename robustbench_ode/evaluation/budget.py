@@ -29,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import UserError, option
+from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..precision import FP32, Precision, resolve_precision
 from ..report.budget import budget_markdown, budget_plot
 from ..runinfo import atomic_write_text, provenance, shared
@@ -120,7 +121,7 @@ class BudgetJob:
     seed: int = 0
     device: str = "auto"
     data_dir: str | None = None
-    ode_backend: str = "torchode"
+    ode_backend: str = DEFAULT_ODE_BACKEND
     precision: str = "auto"  # of the attacks' gradients: auto, fp32 or bf16 (decisions stay fp32)
 
 

@@ -44,7 +44,6 @@ from torch import nn
 from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
 from ..attacks.sampling import with_run_seed
-from ..audit.masking import looks_masked
 from ..checkpoint import load_checkpoint
 from ..errors import UserError, option
 from ..models.ode_block import ODEBlock, is_fixed_step
@@ -52,11 +51,13 @@ from ..model_checks import Finding
 from ..models.intercept import Integrated
 from ..models.base import batch_dependent, solver_surrogate, use_ode_backend
 from ..models.odenet import parse_solver_spec
+from ..ode_backends import AS_TRAINED, DEFAULT_ODE_BACKEND, check_ode_backend
 from ..precision import FP32, Precision
 from ..registry import ATTACKS
 from ..runinfo import seed_everything
+from .masking import looks_masked
 from .nested import INDEPENDENT, NESTED, chain_path, data_sha, load_chain, same_radius, save_chain
-from .store import ResultStore
+from .store import CELL_COLUMNS, OUTCOME_COLUMNS, ResultStore, schema_row
 from .worst_case import keep_verdict, load_verdict, worst_case_row
 from .verdict import VERIFY_ROUNDS, Progress, batched, on_shards, predict, robust_mask
 
@@ -87,14 +88,14 @@ class Target:
         return self.label or self.path.name
 
     @classmethod
-    def load(cls, path: Path, device: torch.device, ode_backend: str = "torchode") -> "Target":
+    def load(cls, path: Path, device: torch.device, ode_backend: str = DEFAULT_ODE_BACKEND) -> "Target":
         """Load a checkpoint; adaptive ODE blocks integrate with `ode_backend` ('model': as trained)."""
         model, meta = load_checkpoint(path, device)
         return cls(Path(path), model, meta, ode_backend_of(model, ode_backend))
 
     @classmethod
-    def from_module(cls, model: nn.Module, meta: dict[str, Any], device: torch.device, ode_backend: str = "torchode",
-                    path: Path | None = None, label: str = "") -> "Target":
+    def from_module(cls, model: nn.Module, meta: dict[str, Any], device: torch.device,
+                    ode_backend: str = DEFAULT_ODE_BACKEND, path: Path | None = None, label: str = "") -> "Target":
         """An in-memory model ([0, 1] pixels -> logits) described by `meta`: `model`, `dataset`,
         `dataset_info` and `weights_sha256` as in a checkpoint's meta.json, optionally
         `source_sha256` and `method` (see `user_model.module_meta`). Its adaptive ODE blocks are
@@ -152,9 +153,6 @@ class AttackSpec:
         return json.dumps(self.options | extra, sort_keys=True)
 
 
-ODE_BACKENDS = ("torchode", "torchdiffeq", "model")
-
-
 def ode_backend_of(model: nn.Module, backend: str) -> str:
     """Switch the adaptive ODE blocks of `model` to `backend` (unless 'model'); return the one in use.
 
@@ -162,9 +160,7 @@ def ode_backend_of(model: nn.Module, backend: str) -> str:
     or torchode itself (`intercept.Integrated`) keeps its library, named here; where that is an
     adaptive torchdiffeq solve, every verdict is made one image at a time (`batch_dependent`).
     """
-    if backend not in ODE_BACKENDS:
-        raise UserError(f"{option('ode_backend')} must be one of {', '.join(ODE_BACKENDS)}, got '{backend}'")
-    if backend != "model":
+    if check_ode_backend(backend) != AS_TRAINED:
         use_ode_backend(model, backend)
     blocks = [m.config for m in model.modules() if isinstance(m, ODEBlock)]
     own = [s.library for m in model.modules() if isinstance(m, Integrated) for s in m.solves if s.adaptive]
@@ -224,7 +220,7 @@ class Runner:
 
     def _row(self, target: Target, spec: AttackSpec, attack: Attack, eps: float, source: Target | None,
              eps_mode: str) -> dict[str, Any]:
-        return {
+        return schema_row(CELL_COLUMNS, {
             "dataset": self.dataset_label,
             "model": target.name,
             "architecture": target.meta["model"],
@@ -244,7 +240,7 @@ class Runner:
             "eps_scale": self.eps_scale,
             "n": len(self.y),
             "seed": self.seed,
-        }
+        })
 
     def gradient_precision(self, spec: AttackSpec, crafter: Target) -> Precision:
         """What the attack's gradients run in: the runner's precision where the attack uses
@@ -332,7 +328,7 @@ class Runner:
                 nfes: list[int], t0: float, unverified: int | str = 0) -> dict[str, Any]:
         stats = dict(attack.stats)
         failed = stats.pop("failed_starts", 0) if attack.kind == "minimal" else ""
-        row.update(
+        row.update(schema_row(OUTCOME_COLUMNS, dict(
             clean_acc=round(correct.float().mean().item(), 6),
             robust_acc=round((correct & robust).float().mean().item(), 6),
             unverified=unverified,
@@ -342,7 +338,7 @@ class Runner:
             queries=int(attack.queries),
             nfe_forward=round(sum(nfes) / len(nfes), 1) if nfes else "",
             wall_s=round(time.perf_counter() - t0, 3),
-        )
+        )))
         return row
 
     def bounded_cell(self, target: Target, spec: AttackSpec, eps: float, source: Target | None = None,

@@ -10,10 +10,11 @@ from typing import Any, Callable
 import torch
 
 from .. import distributed
-from ..data import balanced_subset, load_dataset
+from ..data import check_sample_count, load_samples
 from ..data.base import DatasetInfo
 from ..errors import UserError, option
 from ..model_checks import OK, inspect_model
+from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..registry import parse_number
 from ..report import render
 from ..runinfo import atomic_write_text, provenance, resolve_device
@@ -41,7 +42,7 @@ class AttackJob:
     data_dir: str | None = None
     source: Path | None = None
     paper: str | None = None
-    ode_backend: str = "torchode"  # adaptive ODEs: a step size per sample (see evaluation.runner)
+    ode_backend: str = DEFAULT_ODE_BACKEND  # adaptive ODEs: a step size per sample (see evaluation.runner)
     precision: str = "auto"  # of the attacks' gradients (robustbench_ode.precision); decisions are fp32
     extra: dict[str, Any] = field(default_factory=dict)
     model: ModelSource | None = None  # a model given as code (--model-file, --torchscript, --model)
@@ -95,8 +96,7 @@ def load_evaluation(checkpoints: list[Path], out: Path, outputs: str, *, n_sampl
     and pick `n_samples` class-balanced test images of their common dataset (`dataset`, else the
     checkpoints', else digits); create `out` (it will hold `outputs`). `model` is a target, or
     with `model_as_source` the model transfer examples are crafted on."""
-    if n_samples < 1:
-        raise UserError(f"{option('n_samples')} must be >= 1, got {n_samples}")
+    check_sample_count(n_samples)  # before any checkpoint is loaded
     if batch_size < 1:
         raise UserError(f"{option('batch_size')} must be >= 1, got {batch_size}")
     if not checkpoints and model is None:
@@ -117,18 +117,16 @@ def load_evaluation(checkpoints: list[Path], out: Path, outputs: str, *, n_sampl
                         f"({', '.join(sorted(datasets))})")
     if len(datasets) > 1:
         raise UserError(f"checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
-    splits = load_dataset(dataset or (datasets.pop() if datasets else "digits"), data_dir)
-    idx = balanced_subset(splits.test_y, n_samples)
-    x, y = splits.test_x[idx], splits.test_y[idx]
+    x, y, info = load_samples(dataset or (datasets.pop() if datasets else "digits"), data_dir, n_samples)
     if model is not None:
-        module, meta, path = model.load(splits.info, x[:2], dev)
+        module, meta, path = model.load(info, x[:2], dev)
         loaded = Target.from_module(module, meta, dev, ode_backend, path, model.label)
         if model_as_source:
             crafter = loaded
         else:
             targets.append(loaded)
     out.mkdir(parents=True, exist_ok=True)
-    return Evaluation(dev, targets, crafter, x, y, splits.info)
+    return Evaluation(dev, targets, crafter, x, y, info)
 
 
 def identities(ev: Evaluation) -> list[dict[str, Any]]:

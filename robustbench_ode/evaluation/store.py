@@ -17,8 +17,17 @@ from .. import distributed
 from ..errors import UserError, option
 from ..runinfo import atomic_write_text
 
-KEY = ["checkpoint_sha", "code_sha", "source_sha", "ode_backend", "precision", "attack", "attack_args", "eps",
-       "eps_mode", "n", "seed"]
+# A results.csv row, column by column in the order written: what the cell is (`Runner._row`), then
+# what its attack found (`Runner._finish`; a `worst case` row fills the same columns).
+CELL_COLUMNS = ("dataset", "model", "architecture", "training", "checkpoint", "checkpoint_sha", "code_sha", "source",
+                "source_sha", "attack", "attack_args", "norm", "ode_backend", "precision", "eps", "eps_mode",
+                "eps_scale", "n", "seed")
+OUTCOME_COLUMNS = ("clean_acc", "robust_acc", "unverified", "failed_starts", "attack_stats", "grad_calls", "queries",
+                   "nfe_forward", "wall_s")
+COLUMNS = CELL_COLUMNS + OUTCOME_COLUMNS
+# The cell columns that identify a cell, in the order its key tuple (and the files named by it) uses.
+KEY = ("checkpoint_sha", "code_sha", "source_sha", "ode_backend", "precision", "attack", "attack_args", "eps",
+       "eps_mode", "n", "seed")
 # key columns that results written before they existed lack; such rows read as their default here
 # (code_sha: the source file hash of a model given as code, '' for checkpoints; precision: of the
 # attack's gradients, always fp32 before --precision existed; eps_mode: every radius was attacked
@@ -26,6 +35,14 @@ KEY = ["checkpoint_sha", "code_sha", "source_sha", "ode_backend", "precision", "
 LATER_KEYS = {"ode_backend": "", "code_sha": "", "precision": "fp32", "eps_mode": "independent"}
 STR_COLUMNS = {"checkpoint_sha": str, "code_sha": str, "source_sha": str, "ode_backend": str, "precision": str,
                "eps_mode": str}
+
+
+def schema_row(columns: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` as the `columns` of a row, in their order; a missing or unknown column is a bug."""
+    if set(values) != set(columns):
+        raise ValueError(f"row columns differ from the schema: missing {sorted(set(columns) - set(values))}, "
+                         f"unknown {sorted(set(values) - set(columns))}")
+    return {column: values[column] for column in columns}
 
 
 class ResultStore:

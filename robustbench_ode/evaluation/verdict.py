@@ -3,8 +3,8 @@
 A sample is robust iff the model's decision is right on the clean input *and* on the point the
 attack crafts. Misclassified samples are not attacked. A point the attack claims adversarial that
 the decision does not confirm is attacked further, alone and with new seeds, before it may count
-as robust (see `evaluation.runner` for why). Kept apart from the runner so that `audit/` can use it
-without importing the runner (which imports `audit.masking`).
+as robust (see `evaluation.runner` for why). Kept apart from the runner so that the audit
+(`diagnostics/`) can use it without importing the runner and its result store.
 
 Under torchrun the samples of a verdict are shared among the processes (`on_shards`): each
 attacks its share, and every process gets all verdicts and the summed counters back. A sample's

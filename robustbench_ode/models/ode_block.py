@@ -5,14 +5,15 @@ The solver is any torchdiffeq method (`odeint(method=...)`, listed in `SOLVER_NA
 take `step_size` (0 = one step over [0, t1]). `adjoint=True` back-propagates with
 `odeint_adjoint` (Chen et al. 2018) instead of through the solver's operations.
 
-Backends (`SolverConfig.backend`): torchdiffeq's adaptive solvers pick ONE step size for the
-whole batch from one error norm over the batch, so an image's logits change with its batch-mates.
-torchode (Lienen & Günnemann 2022) integrates every sample with its own step size and error
-norm, so an image's logits do not depend on the batch: adaptive solves with backend "torchode"
-run there (dopri5, or tsit5, which only torchode offers). A fixed-step solver's grid is the
-same for every sample already, so fixed-step solvers always run in torchdiffeq, whatever the
-backend. With torchode, `adjoint=True` uses `torchode.BacksolveAdjoint`, and, like torchdiffeq,
-back-propagation treats the chosen step sizes as constants.
+Backends (`SolverConfig.backend`, from the table in `robustbench_ode.ode_backends`): torchdiffeq's
+adaptive solvers pick ONE step size for the whole batch from one error norm over the batch, so an
+image's logits change with its batch-mates. torchode (Lienen & Günnemann 2022) integrates every
+sample with its own step size and error norm, so an image's logits do not depend on the batch:
+adaptive solves with backend "torchode" run there (dopri5, or tsit5, which only torchode offers).
+A fixed-step solver's grid is the same for every sample already, so fixed-step solvers always run
+in torchdiffeq, whatever the backend. With torchode, `adjoint=True` uses
+`torchode.BacksolveAdjoint`, and, like torchdiffeq, back-propagation treats the chosen step sizes
+as constants.
 
 NFE bookkeeping (`nfe_forward`, `nfe_backward`, reset at every forward): forward counts calls
 of f during the solve (torchode calls f on the whole batch until its slowest sample is done, so
@@ -32,8 +33,8 @@ from torchdiffeq import odeint, odeint_adjoint
 from torchode.single_step_methods.runge_kutta import ExplicitRungeKutta
 
 from ..errors import UserError
+from ..ode_backends import SOLVER_BACKENDS
 
-BACKENDS: tuple[str, ...] = ("torchdiffeq", "torchode")
 # torchode's adaptive methods by solver name; tsit5 exists only there.
 TORCHODE_METHODS: dict[str, type[ExplicitRungeKutta]] = {
     "dopri5": to.Dopri5,
@@ -69,8 +70,8 @@ class SolverConfig:
     backend: str = "torchdiffeq"
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise UserError(f"unknown ODE backend '{self.backend}' (choose {' or '.join(BACKENDS)})")
+        if self.backend not in SOLVER_BACKENDS:
+            raise UserError(f"unknown ODE backend '{self.backend}' (choose {' or '.join(SOLVER_BACKENDS)})")
         if self.solver not in SOLVER_NAMES + tuple(TORCHODE_METHODS):
             raise UserError(f"unknown ODE solver '{self.solver}' (torchdiffeq methods: {', '.join(SOLVER_NAMES)}; "
                             f"torchode methods: {', '.join(TORCHODE_METHODS)})")

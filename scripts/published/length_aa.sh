@@ -17,7 +17,7 @@ for net in ode cnn; do
   done
   odebench attack "${ckpts[@]}" "${grid[@]}" --out "runs/published/length_aa/yan_$net"
 done
-[ -n "$released_ode" ] && odebench attack --model yan2020_ode --weights "$released_ode" "${grid[@]}" \
+[ -n "$released_ode" ] && odebench attack --model yan2020_ode --weights "$released_ode" --dataset mnist "${grid[@]}" \
   --out runs/published/length_aa/released_ode
-[ -n "$released_cnn" ] && odebench attack --model yan2020_cnn --weights "$released_cnn" "${grid[@]}" \
+[ -n "$released_cnn" ] && odebench attack --model yan2020_cnn --weights "$released_cnn" --dataset mnist "${grid[@]}" \
   --out runs/published/length_aa/released_cnn

@@ -11,9 +11,11 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint
-from ..data import balanced_subset, load_dataset
+from ..data import load_samples
 from ..data.base import DatasetInfo
 from ..errors import UserError, option
+from ..evaluation.runner import ode_backend_of
+from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..precision import resolve_precision
 from ..registry import parse_number
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
@@ -29,15 +31,6 @@ def default_eps(info: DatasetInfo) -> float:
     return 0.1 if info.in_channels == 1 else 8 / 255
 
 
-def _test_samples(dataset: str, data_dir: str | None, n_samples: int) -> tuple[Tensor, Tensor, DatasetInfo]:
-    """A class-balanced, deterministic subset of the dataset's test split."""
-    if n_samples < 1:
-        raise UserError(f"{option('n_samples')} must be >= 1, got {n_samples}")
-    splits = load_dataset(dataset, data_dir)
-    idx = balanced_subset(splits.test_y, n_samples)
-    return splits.test_x[idx], splits.test_y[idx], splits.info
-
-
 def load_audited(checkpoint: Path | None, model: ModelSource | None, dataset: str | None, data_dir: str | None,
                  n_samples: int, dev: torch.device) -> tuple[nn.Module, dict[str, Any], Path, Tensor, Tensor, DatasetInfo]:
     """Exactly one of a checkpoint and a model given as code, with test samples of its dataset
@@ -50,8 +43,8 @@ def load_audited(checkpoint: Path | None, model: ModelSource | None, dataset: st
         net, meta = load_checkpoint(checkpoint, dev)
         if dataset is not None and dataset != meta["dataset"]:
             raise UserError(f"{option('dataset')} {dataset} differs from the checkpoint's dataset ({meta['dataset']})")
-        return (net, meta, Path(checkpoint), *_test_samples(meta["dataset"], data_dir, n_samples))
-    x, y, info = _test_samples(dataset or "digits", data_dir, n_samples)
+        return (net, meta, Path(checkpoint), *load_samples(meta["dataset"], data_dir, n_samples))
+    x, y, info = load_samples(dataset or "digits", data_dir, n_samples)
     net, meta, path = model.load(info, x[:2], dev)
     return net, meta, path, x, y, info
 
@@ -78,7 +71,7 @@ def not_applicable(result: AuditResult) -> str:
 def run_audit(
     checkpoint: Path | None, console: Console, *, model: ModelSource | None = None, dataset: str | None = None,
     data_dir: str | None = None, n_samples: int = 200, eps: float | None = None, large_eps: float = 0.5,
-    device: str = "auto", out: Path | None = None, seed: int = 0, ode_backend: str = "torchode",
+    device: str = "auto", out: Path | None = None, seed: int = 0, ode_backend: str = DEFAULT_ODE_BACKEND,
     precision: str = "fp32", **budgets: int | None,
 ) -> AuditResult:
     """Audit one checkpoint, or a model given as code (`model`), for gradient masking; write
@@ -90,8 +83,6 @@ def run_audit(
     what gradient attacks' gradients run in (default fp32: the audit judges gradient quality, and a
     bf16 gradient's weakness would read as masking); decisions are always fp32.
     """
-    from ..evaluation.runner import ode_backend_of
-
     dev = resolve_device(device)
     resolved = resolve_precision(precision, dev)
     net, meta, path, x, y, info = load_audited(checkpoint, model, dataset, data_dir, n_samples, dev)
@@ -175,7 +166,7 @@ def run_stability(
     dev = resolve_device(device)
     loaded = [(name, *load_checkpoint(p, dev)) for name, p in zip(_names(checkpoints), checkpoints)]
     if model is not None:
-        x, _, info = _test_samples(dataset or "digits", data_dir, 2)
+        x, _, info = load_samples(dataset or "digits", data_dir, 2)
         net, meta, _ = model.load(info, x, dev)
         try:
             depth_of(net)
@@ -187,7 +178,7 @@ def run_stability(
     with console.status("measuring") as status:
         for name, net, meta in loaded:
             status.update(f"stability: {name}")
-            x, y, _ = _test_samples(meta["dataset"], data_dir, n_samples)
+            x, y, _ = load_samples(meta["dataset"], data_dir, n_samples)
             seed_everything(seed)
             rows += stability_rows(net, name, x.to(dev), y.to(dev), sizes, kinds, points, seed)
     out = Path(out) if out is not None else (Path(checkpoints[0]) / "stability" if len(loaded) == 1 and checkpoints

@@ -15,13 +15,13 @@ from torch import Tensor, nn
 from ..attacks.ball import lp_norm
 from ..attacks.base import Attack, eval_mode
 from ..attacks.gradient_from import GradientFrom
+from ..evaluation.masking import LINF_ALL_GREY, noise_tolerance
 from ..evaluation.verdict import VERIFY_ROUNDS, predict, robust_mask
 from ..model_checks import inspect_model
 from ..models.base import batch_dependent, first_solver, has_ode_solver, solver_surrogate
 from ..precision import FP32, Precision
 from ..registry import ATTACKS
 from .gradients import gradient_stats
-from .masking import LINF_ALL_GREY, noise_tolerance
 
 PASS, WARN, FAIL, NA = "pass", "warn", "fail", "n/a"
 SEVERITY = {NA: 0, PASS: 0, WARN: 1, FAIL: 2}

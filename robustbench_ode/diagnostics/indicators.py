@@ -31,10 +31,10 @@ from torch import Tensor, nn
 from ..attacks.ball import project, steepest_direction
 from ..attacks.base import eval_mode
 from ..attacks.sampling import SampleRNG
+from ..evaluation.masking import noise_tolerance
 from ..models.base import batch_dependent
 from .checks import (FAIL, GRADIENT_ATTACKS, NA, PASS, WARN, AuditConfig, Bench, CheckResult, _r, _timed, pgd,
                      ode_surrogates)
-from .masking import noise_tolerance
 
 # Pintor et al.'s incomplete-optimisation rule for one sample: the best loss so far, rescaled to
 # [0, 1] over the path, still changes by more than 5% over the path's last 10 points.

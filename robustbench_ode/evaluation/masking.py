@@ -1,5 +1,10 @@
 """Cheap red flags for gradient masking in attack results, and the noise level they tolerate.
 
+The attack runner warns with `looks_masked` after each model x attack series; the audit
+(`diagnostics.checks`, `diagnostics.indicators`) judges its own numbers with `noise_tolerance`
+and `LINF_ALL_GREY`. They live here, in the layer the audit builds on, so that the runner never
+imports the audit.
+
 The rules follow the sanity checks of Carlini et al. (2019, "On Evaluating Adversarial
 Robustness", Sec. 5) and Athalye et al. (2018, "Obfuscated Gradients Give a False Sense of
 Security"): accuracy must fall as ε grows, and reach chance once ε is large enough that no
