@@ -95,6 +95,18 @@ def check_randomness(model: nn.Module, sample: Tensor) -> Finding:
                    "transformations), or AutoAttack's rand version", {"max |Δ|": round(spread, 6), "flips": flips})
 
 
+def check_input_gradient(model: nn.Module, sample: Tensor) -> Finding:
+    """Gradient attacks need an output that depends differentiably on the input."""
+    with torch.enable_grad():
+        out = model(sample.clone().requires_grad_(True))
+    if isinstance(out, Tensor) and out.requires_grad:
+        return Finding("input gradient", OK, "the output is differentiable in the input")
+    return Finding("input gradient", FAIL, "the output has no gradient with respect to the input (a detach, a "
+                   "no-grad block or a non-differentiable step in the forward): gradient attacks cannot run on it; "
+                   "use gradient-free attacks (square, spsa, boundary) or give the model a differentiable "
+                   "approximation of that step (BPDA)")
+
+
 def check_inner_gradients(model: nn.Module, sample: Tensor) -> Finding:
     """A forward pass that computes gradients itself is a dynamic defence the attack does not see."""
     with torch.enable_grad(), _counting_gradients() as calls:
@@ -125,6 +137,7 @@ def check_ode_solves(model: nn.Module, sample: Tensor) -> Finding | None:
 
 def inspect_model(model: nn.Module, sample: Tensor) -> list[Finding]:
     """Every check on `model` (eval mode, [0, 1] pixels -> outputs) with a few dataset images."""
-    findings = [check_outputs(model, sample), check_randomness(model, sample), check_inner_gradients(model, sample)]
+    findings = [check_outputs(model, sample), check_randomness(model, sample), check_input_gradient(model, sample),
+                check_inner_gradients(model, sample)]
     ode = check_ode_solves(model, sample)
     return findings + ([ode] if ode else [])

@@ -222,7 +222,7 @@ def test_outputs_are_told_apart_as_logits_probabilities_or_log_probabilities():
 def test_a_plain_model_passes_every_model_check(images):
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
     assert [(f.check, f.status) for f in inspect_model(net, images)] == [
-        ("outputs", OK), ("randomness", OK), ("gradients in forward", OK)]
+        ("outputs", OK), ("randomness", OK), ("input gradient", OK), ("gradients in forward", OK)]
 
 
 def test_probabilities_randomness_and_gradients_in_the_forward_are_each_flagged(images):
@@ -370,3 +370,25 @@ def test_a_factory_that_raises_names_the_line_of_the_users_file(tmp_path):
     proc = odebench("attack", "--model-file", f"{tmp_path / 'broken.py'}:make", "-a", "fgsm", "--eps", "0.1",
                     "--n-samples", "10", "--device", "cpu", "--out", tmp_path / "out")
     assert proc.returncode == 2 and "(at broken.py:3)" in " ".join(proc.stderr.split())
+
+
+def test_attack_warns_when_a_models_clean_accuracy_is_at_chance(tmp_path):
+    """An MNIST network evaluated on the default digits (a forgotten --dataset) classifies at chance."""
+    (tmp_path / "const.py").write_text("import torch\nfrom torch import nn\n\n\ndef make():\n"
+                                       "    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n"
+                                       "    nn.init.zeros_(net[1].weight)\n    nn.init.zeros_(net[1].bias)\n"
+                                       "    net[1].bias.data[3] = 1.0  # always class 3\n    return net\n")
+    proc = odebench("attack", "--model-file", f"{tmp_path / 'const.py'}:make", "-a", "fgsm", "--eps", "0.1",
+                    "--n-samples", "20", "--device", "cpu", "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert "clean accuracy 10.0% on digits (sklearn 8x8) is at chance" in " ".join(proc.stdout.split())
+
+
+def test_a_model_without_input_gradients_refuses_gradient_attacks_in_one_line_and_takes_gradient_free_ones(tmp_path):
+    (tmp_path / "const.py").write_text("import torch\nfrom torch import nn\n\n\nclass Const(nn.Module):\n"
+                                       "    def forward(self, x):\n        return torch.zeros(len(x), 10)\n\n\n"
+                                       "def make():\n    return Const()\n")
+    args = ["--model-file", f"{tmp_path / 'const.py'}:make", "--eps", "0.1", "--n-samples", "10", "--device", "cpu"]
+    proc = odebench("attack", *args, "-a", "fgsm", "--out", tmp_path / "a")
+    assert proc.returncode == 2 and "has no gradient with respect to the input" in " ".join(proc.stderr.split())
+    assert odebench("attack", *args, "-a", "square", "--attack-arg", "queries=5", "--out", tmp_path / "b").returncode == 0

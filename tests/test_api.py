@@ -164,9 +164,9 @@ def test_audit_returns_the_verdict_table_and_names_the_checks_that_do_not_apply(
     from robustbench_ode.diagnostics.checks import CHECKS
 
     assert list(table.columns) == ["check", "verdict", "numbers", "explanation", "seconds"]
-    assert len(table) == len(CHECKS) + 3  # and the model checks: outputs, randomness, gradients in forward
-    assert table["check"].tolist()[:3] == ["model check: outputs", "model check: randomness",
-                                           "model check: gradients in forward"]
+    assert len(table) == len(CHECKS) + 4  # and the model checks before them
+    assert table["check"].tolist()[:4] == ["model check: outputs", "model check: randomness",
+                                           "model check: input gradient", "model check: gradients in forward"]
     assert table.attrs["verdict"].startswith("verdict: PASS")
     assert table.attrs["not_applicable"].startswith("not applicable: ODE solver surrogate")
     assert table.attrs["verdict"] in (tmp_path / "audit.md").read_text()

@@ -55,7 +55,7 @@ from ..ode_backends import AS_TRAINED, DEFAULT_ODE_BACKEND, check_ode_backend
 from ..precision import FP32, Precision
 from ..registry import ATTACKS
 from ..runinfo import seed_everything
-from .masking import looks_masked
+from .masking import looks_masked, noise_tolerance
 from .nested import INDEPENDENT, NESTED, chain_path, data_sha, load_chain, same_radius, save_chain
 from .store import CELL_COLUMNS, OUTCOME_COLUMNS, ResultStore, schema_row
 from .worst_case import keep_verdict, load_verdict, worst_case_row
@@ -202,7 +202,17 @@ class Runner:
         if key not in self._clean:
             pred, nfes = predict(target.model, self.x, self.batch_size, self.device, self.alone(target.model))
             self._clean[key] = (pred == self.y, nfes)
+            self._warn_if_at_chance(target, pred)
         return self._clean[key]
+
+    def _warn_if_at_chance(self, target: Target, pred: torch.Tensor) -> None:
+        """A model whose clean accuracy is at chance is not the model meant (weights that did not
+        load, another dataset than it was trained on, a model random at evaluation): say so once."""
+        classes = int(target.meta["dataset_info"]["num_classes"])
+        acc = (pred == self.y).float().mean().item()
+        if acc <= 1 / classes + noise_tolerance(1 / classes, len(self.y)):
+            self.on_warning(f"{target.name}: clean accuracy {acc:.1%} on {self.dataset_label} is at chance "
+                            f"({1 / classes:.0%}): are these the weights and the dataset it was trained for?")
 
     def decide(self, target: Target, spec: AttackSpec, x: torch.Tensor) -> torch.Tensor:
         """The model's reported decision on `x`: one image at a time where batches could change it."""

@@ -15,7 +15,7 @@ from ..data.base import DatasetInfo
 from ..errors import UserError, option
 from ..model_checks import OK, inspect_model
 from ..ode_backends import DEFAULT_ODE_BACKEND
-from ..registry import parse_number
+from ..registry import ATTACKS, parse_number
 from ..report import render
 from ..runinfo import atomic_write_text, provenance, resolve_device
 from ..user_model import FORMAT as USER_FORMAT
@@ -169,6 +169,12 @@ def run_evaluation(ev: Evaluation, job: AttackJob, on_cell: Callable[[str], None
     for target in ev.targets + ([ev.source] if ev.source else []):
         if not target.findings:
             target.findings = inspect_model(target.model, ev.x[:4].to(ev.device))
+        gradient_attacks = [a.name for a in job.attacks if ATTACKS.get(a.name).builder.uses_gradients]
+        crafts = target is ev.source or ev.source is None  # transfer attacks take gradients of the source only
+        if crafts and gradient_attacks and any(f.check == "input gradient" and f.status != OK for f in target.findings):
+            raise UserError(f"model '{target.name}': its output has no gradient with respect to the input, so "
+                            f"{', '.join(gradient_attacks)} cannot run on it; use gradient-free attacks "
+                            "(square, spsa, boundary)")
         for finding in target.findings:
             if (finding.status != OK or finding.notice) and on_warning is not None:
                 on_warning(f"{target.name}: {finding.message}")
