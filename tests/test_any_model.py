@@ -392,3 +392,13 @@ def test_a_model_without_input_gradients_refuses_gradient_attacks_in_one_line_an
     proc = odebench("attack", *args, "-a", "fgsm", "--out", tmp_path / "a")
     assert proc.returncode == 2 and "has no gradient with respect to the input" in " ".join(proc.stderr.split())
     assert odebench("attack", *args, "-a", "square", "--attack-arg", "queries=5", "--out", tmp_path / "b").returncode == 0
+
+
+def test_a_results_folder_of_one_dataset_refuses_a_job_on_another_instead_of_reusing_its_cells(files, tmp_path):
+    args = ["attack", "--model-file", f"{files / 'suspects.py'}:flat", "-a", "fgsm", "--eps", "0.1", "--n-samples", "10",
+            "--device", "cpu", "--out", tmp_path]
+    assert odebench(*args).returncode == 0
+    before = (tmp_path / "results.csv").read_text()
+    (tmp_path / "results.csv").write_text(before.replace("digits (sklearn 8x8)", "MNIST"))
+    proc = odebench(*args)
+    assert proc.returncode == 2 and "holds results on MNIST; this job evaluates on digits" in " ".join(proc.stderr.split())

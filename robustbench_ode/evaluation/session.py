@@ -165,6 +165,10 @@ def run_evaluation(ev: Evaluation, job: AttackJob, on_cell: Callable[[str], None
     Under torchrun every process runs the same grid on its share of each cell's samples and gets
     every row; rank 0 alone writes the files (the others return the rows and no Markdown)."""
     store = ResultStore(job.out / "results.csv")
+    others = sorted({str(r["dataset"]) for r in store.rows} - {ev.info.label})
+    if others:  # a cell's key names its model, attack and samples, not its dataset: never mix two in one store
+        raise UserError(f"{option('out')} '{job.out}' holds results on {', '.join(others)}; this job evaluates on "
+                        f"{ev.info.label}: give another {option('out')}")
     precision = resolve_precision(job.precision, ev.device)
     for target in ev.targets + ([ev.source] if ev.source else []):
         if not target.findings:
