@@ -92,7 +92,7 @@ def check_randomness(model: nn.Module, sample: Tensor) -> Finding:
     return Finding("randomness", WARN, f"outputs differ across {PASSES} identical forward passes (by up to "
                    f"{spread:.3g}; {flips} of {len(sample)} decisions change): the model is random at evaluation "
                    "(dropout left on? a randomised defence?); attack it with --eot 20 (expectation over "
-                   "transformations), or AutoAttack's rand version", {"max |Δ|": round(spread, 6), "flips": flips})
+                   "transformations), or AutoAttack's rand version (-a autoattack --attack-arg version=rand)", {"max |Δ|": round(spread, 6), "flips": flips})
 
 
 def check_input_gradient(model: nn.Module, sample: Tensor) -> Finding:

@@ -169,7 +169,8 @@ class APGD(Attack):
             s["loss_best"] = torch.where(better, loss, s["loss_best"])
             s["x_prev"], s["x"], s["grad"], s["loss"] = s["x"], x_new, grad, loss
             keep = record.record(s["idx"], x_new, self.succeeded(logits, s["y"]))
-            s = {k: v[keep] for k, v in s.items()}
+            if not keep.all():  # compact the batch only when samples leave
+                s = {k: v[keep] for k, v in s.items()}
             since += 1
             if checkpoints and since == checkpoints[0]:
                 self._checkpoint(s, checkpoints.pop(0))

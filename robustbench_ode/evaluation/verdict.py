@@ -97,9 +97,10 @@ def attack_further(attack: Attack, crafter: nn.Module, decide: Decide, x: Tensor
         attack.seed = base_seed
 
 
-def _counters(attack: Attack) -> dict[str, int]:
+def _counters(attack: Attack) -> dict[str, float]:
+    """The attack's counts (and its members' seconds, kept as floats: summed over processes)."""
     return {"grad_calls": int(attack.grad_calls), "queries": int(attack.queries)} | {
-        f"stats.{k}": int(v) for k, v in attack.stats.items()}
+        f"stats.{k}": v if isinstance(v, float) else int(v) for k, v in attack.stats.items()}
 
 
 def on_shards(attack: Attack, model: nn.Module, n: int,
