@@ -137,6 +137,14 @@ def results(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "results.csv", keep_default_na=False)
 
 
+def small_audit(model_file: str, out: Path) -> dict:
+    """`odebench audit` of a model file on 8 digits images with tiny budgets; its audit.json."""
+    proc = odebench("audit", "--model-file", model_file, "--n-samples", "8", "--apgd-steps", "2", "--square-queries",
+                    "5", "--spsa-steps", "1", "--spsa-samples", "2", "--device", "cpu", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "audit.json").read_text())
+
+
 # --- any ODE is an ODE -----------------------------------------------------------------------
 @pytest.mark.parametrize("mode, call, method, adaptive, dependent", KINDS)
 def test_a_model_that_calls_torchdiffeq_or_torchode_itself_is_recognised_with_what_it_integrates(
@@ -201,11 +209,7 @@ def test_the_audits_surrogates_of_an_intercepted_adjoint_ode_are_rk4_and_its_own
 
 @pytest.mark.slow  # the whole audit of an adaptive ODE, one image at a time
 def test_the_audit_of_a_plain_torchdiffeq_ode_runs_the_surrogate_check(files, tmp_path):
-    proc = odebench("audit", "--model-file", f"{files / 'plain_odes.py'}:adjoint", "--n-samples", "8",
-                    "--apgd-steps", "2", "--square-queries", "5", "--spsa-steps", "1", "--spsa-samples", "2",
-                    "--device", "cpu", "--out", tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads((tmp_path / "audit.json").read_text())
+    report = small_audit(f"{files / 'plain_odes.py'}:adjoint", tmp_path)
     surrogate = next(c for c in report["checks"] if c["name"].startswith("ODE solver surrogate"))
     assert surrogate["status"] != "n/a"
     assert any(k.startswith("via dopri5, no adjoint") for k in surrogate["numbers"])  # the adjoint is swapped out too
@@ -262,11 +266,7 @@ def test_attack_warns_in_one_line_about_a_model_that_would_fool_it(files, tmp_pa
 
 
 def test_the_audit_fails_a_model_that_returns_probabilities(files, tmp_path):
-    proc = odebench("audit", "--model-file", f"{files / 'suspects.py'}:softmax", "--n-samples", "8",
-                    "--apgd-steps", "2", "--square-queries", "5", "--spsa-steps", "1", "--spsa-samples", "2",
-                    "--device", "cpu", "--out", tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads((tmp_path / "audit.json").read_text())
+    report = small_audit(f"{files / 'suspects.py'}:softmax", tmp_path)
     assert report["verdict"] == "fail"
     assert next(c for c in report["checks"] if c["name"] == "model check: outputs")["status"] == "fail"
 
