@@ -69,10 +69,9 @@ def _counting_gradients() -> Iterator[list[str]]:
         torch.autograd.grad, torch.Tensor.backward = grad, backward
 
 
-def check_outputs(model: nn.Module, sample: Tensor) -> Finding:
-    """Logits, or (log-)probabilities that starve cross-entropy of gradient."""
-    with torch.no_grad():
-        kind = output_kind(model(sample))
+def check_outputs(out: Tensor) -> Finding:
+    """Logits, or (log-)probabilities that starve cross-entropy of gradient (`out`: one forward's outputs)."""
+    kind = output_kind(out)
     if kind == "logits":
         return Finding("outputs", OK, "outputs are logits")
     return Finding("outputs", FAIL, f"outputs look like {kind} (rows {'sum' if kind == 'probabilities' else 'exp-sum'} "
@@ -80,25 +79,24 @@ def check_outputs(model: nn.Module, sample: Tensor) -> Finding:
                    "softmax)", {"kind": kind})
 
 
-def check_randomness(model: nn.Module, sample: Tensor) -> Finding:
-    """The same images through `PASSES` identical forward passes must give the same outputs."""
-    with torch.no_grad():
-        outs = torch.stack([model(sample).float() for _ in range(PASSES)])
+def check_randomness(outs: Tensor) -> Finding:
+    """The same images through `PASSES` identical forward passes (`outs`: their stacked outputs)
+    must give the same outputs."""
     spread = float((outs - outs[0]).abs().max())
     scale = float(outs.abs().max()) or 1.0
     if spread <= 1e-5 * scale:
         return Finding("randomness", OK, f"{PASSES} identical forward passes agree")
     flips = int((outs.argmax(2) != outs[0].argmax(1)).any(0).sum())
     return Finding("randomness", WARN, f"outputs differ across {PASSES} identical forward passes (by up to "
-                   f"{spread:.3g}; {flips} of {len(sample)} decisions change): the model is random at evaluation "
+                   f"{spread:.3g}; {flips} of {outs.shape[1]} decisions change): the model is random at evaluation "
                    "(dropout left on? a randomised defence?); attack it with --eot 20 (expectation over "
-                   "transformations), or AutoAttack's rand version (-a autoattack --attack-arg version=rand)", {"max |Δ|": round(spread, 6), "flips": flips})
+                   "transformations), or AutoAttack's rand version (-a autoattack --attack-arg version=rand)",
+                   {"max |Δ|": round(spread, 6), "flips": flips})
 
 
-def check_input_gradient(model: nn.Module, sample: Tensor) -> Finding:
-    """Gradient attacks need an output that depends differentiably on the input."""
-    with torch.enable_grad():
-        out = model(sample.clone().requires_grad_(True))
+def check_input_gradient(out: Tensor) -> Finding:
+    """Gradient attacks need an output (`out`, of an input that requires grad) that depends
+    differentiably on the input."""
     if isinstance(out, Tensor) and out.requires_grad:
         return Finding("input gradient", OK, "the output is differentiable in the input")
     return Finding("input gradient", FAIL, "the output has no gradient with respect to the input (a detach, a "
@@ -107,14 +105,13 @@ def check_input_gradient(model: nn.Module, sample: Tensor) -> Finding:
                    "approximation of that step (BPDA)")
 
 
-def check_inner_gradients(model: nn.Module, sample: Tensor) -> Finding:
-    """A forward pass that computes gradients itself is a dynamic defence the attack does not see."""
-    with torch.enable_grad(), _counting_gradients() as calls:
-        model(sample.clone().requires_grad_(True))
+def check_inner_gradients(calls: list[str], n: int) -> Finding:
+    """A forward pass (on `n` images) that computes gradients itself (`calls`) is a dynamic defence
+    the attack does not see."""
     if not calls:
         return Finding("gradients in forward", OK, "the forward pass computes no gradients")
     return Finding("gradients in forward", WARN, f"the forward pass calls {', '.join(sorted(set(calls)))} "
-                   f"({len(calls)} times on {len(sample)} images): a dynamic defence; gradient attacks differentiate "
+                   f"({len(calls)} times on {n} images): a dynamic defence; gradient attacks differentiate "
                    "through it only approximately, so add gradient-free attacks (square, boundary) and adaptive ones",
                    {"calls": len(calls)})
 
@@ -137,7 +134,11 @@ def check_ode_solves(model: nn.Module, sample: Tensor) -> Finding | None:
 
 def inspect_model(model: nn.Module, sample: Tensor) -> list[Finding]:
     """Every check on `model` (eval mode, [0, 1] pixels -> outputs) with a few dataset images."""
-    findings = [check_outputs(model, sample), check_randomness(model, sample), check_input_gradient(model, sample),
-                check_inner_gradients(model, sample)]
+    with torch.no_grad():
+        outs = torch.stack([model(sample).float() for _ in range(PASSES)])
+    with torch.enable_grad(), _counting_gradients() as calls:  # one forward with an input that requires grad
+        graded = model(sample.clone().requires_grad_(True))
+    findings = [check_outputs(outs[0]), check_randomness(outs), check_input_gradient(graded),
+                check_inner_gradients(calls, len(sample))]
     ode = check_ode_solves(model, sample)
     return findings + ([ode] if ode else [])

@@ -323,8 +323,7 @@ class Probe:
 
     def summary(self) -> str:
         """One line for the terminal and provenance."""
-        kinds = "; ".join(dict.fromkeys(s.describe() for s in self.solves))
-        return kinds
+        return "; ".join(dict.fromkeys(s.describe() for s in self.solves))
 
 
 def probe(model: nn.Module, sample: Tensor) -> Probe:
