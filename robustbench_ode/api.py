@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from .data import load_samples
 from .data.base import DatasetInfo, channel_stats
 from .errors import UserError
-from .evaluation.runner import AttackSpec, Target
-from .evaluation.session import AttackJob, Evaluation, parse_eps, run_evaluation
+from .evaluation.request import AttackJob, AttackSpec, parse_eps
+from .evaluation.runner import Target
+from .evaluation.session import Evaluation, run_evaluation
 from .evaluation.store import STR_COLUMNS
 from .ode_backends import DEFAULT_ODE_BACKEND
 from .runinfo import resolve_device, seed_everything

@@ -9,16 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
-
-from .data.base import DatasetInfo
 from .errors import UserError
 from .runinfo import atomic_write_json, shared
+
+if TYPE_CHECKING:  # torch and safetensors are imported by the functions that need them: `read_meta` is light
+    import torch
+    from torch import nn
 
 FORMAT = "odebench-checkpoint/1"
 WEIGHTS = "model.safetensors"
@@ -36,6 +34,8 @@ def sha256_file(path: Path) -> str:
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """Write weights then metadata (with the weights' hash), each atomically."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -70,6 +70,10 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the registry and load verified weights; returns (model, meta)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .data.base import DatasetInfo
     from .models import build_model
     from .models.base import fast_layout
 

@@ -197,6 +197,16 @@ _ODE_BACKEND = typer.Option(DEFAULT_ODE_BACKEND, help=f"adaptive ODEs: {', '.joi
 _DATASET = typer.Option(None, "--dataset", "-d", help="dataset to evaluate on (default: the checkpoints', else digits)")
 
 
+def _checkpoints(paths: list[Path]) -> list[Path]:
+    """`paths`, each read as a checkpoint's metadata first: a missing or foreign one is answered before
+    torch loads."""
+    from .checkpoint import read_meta
+
+    for path in paths:
+        read_meta(path)
+    return paths
+
+
 def _model_source(model_file: str | None, weights: Path | None, torchscript: Path | None, model: str | None,
                   normalize: str | None) -> Any:
     from .user_model import ModelSource
@@ -241,29 +251,30 @@ def attack(
                                          "--torchscript/--model model, evaluate on the --checkpoint models"),
 ) -> None:
     """Attack checkpoints (or your own model) over an ε grid; write results.csv, results.md and accuracy_vs_eps.png."""
-    from .cli_attack import run_attack_command
-    from .evaluation.session import AttackJob, parse_eps
+    from .evaluation.request import AttackJob, parse_eps
 
     if ode_extras:
         if "autoattack" not in attack_name:
             raise UserError("--ode-extras adds members to the autoattack ensemble: add -a autoattack")
         attack_arg = [*(attack_arg or []), "autoattack.ode_extras=true"]
     specs = _attack_specs(attack_name, attack_arg, grad_solver, eot)
-    l2 = all(spec.build().norm == "l2" for spec in specs)
+    l2 = all(spec.norm == "l2" for spec in specs)
     job = AttackJob(
-        checkpoints=checkpoint or [], attacks=specs, eps=parse_eps(eps, eps_scale, l2),
+        checkpoints=_checkpoints(checkpoint or []), attacks=specs, eps=parse_eps(eps, eps_scale, l2),
         out=out, eps_scale=eps_scale, n_samples=n_samples, batch_size=batch_size, seed=seed, device=device,
-        data_dir=data_dir, source=source, paper=_paper_name(paper), ode_backend=ode_backend, precision=precision,
+        data_dir=data_dir, source=source and _checkpoints([source])[0], paper=_paper_name(paper), ode_backend=ode_backend, precision=precision,
         model=_model_source(model_file, weights, torchscript, model, normalize), model_as_source=model_as_source,
         dataset=dataset, independent_eps=independent_eps,
     )
+    from .cli_attack import run_attack_command  # torch and the engine: only once the arguments are valid
+
     run_attack_command(job, console)
 
 
 def _attack_specs(names: list[str], raw_args: list[str] | None, grad_solver: str | None = None, eot: int = 1) -> list:
     """Attack specs; 'key=value' applies to every attack that has the option, 'name.key=value' to one.
     `grad_solver` and `eot` apply to every attack (all must be gradient attacks)."""
-    from .evaluation.runner import AttackSpec
+    from .evaluation.request import AttackSpec
 
     specs = []
     pairs = parse_kv(raw_args, "--attack-arg")
@@ -299,11 +310,11 @@ def report(
     out: Optional[Path] = typer.Option(None, help="where to write results.md and the plot (default: beside the CSV)"),
 ) -> None:
     """Re-render results.md and accuracy_vs_eps.png from a results CSV."""
+    if not results.is_file():
+        raise UserError(f"results file '{results}' does not exist")
     from .evaluation.store import ResultStore
     from .report import render
 
-    if not results.is_file():
-        raise UserError(f"results file '{results}' does not exist")
     ResultStore(results)  # validates that it is ours
     console.print(render(results, out, _paper_name(paper)), markup=False, highlight=False, soft_wrap=True)
 
@@ -349,6 +360,8 @@ def audit(
                                   "gradient quality, and bf16's weaker gradients would read as masking), auto or bf16"),
 ) -> None:
     """Check a checkpoint (or your own model) for gradient masking (Carlini et al. 2019); write audit.md / audit.json."""
+    if checkpoint is not None:
+        _checkpoints([checkpoint])
     from .diagnostics.command import parse_radius, run_audit
 
     run_audit(checkpoint, console, model=_model_source(model_file, weights, torchscript, model, normalize),
@@ -379,9 +392,10 @@ def stability(
     dataset: Optional[str] = _DATASET,
 ) -> None:
     """Measure how input perturbations grow along depth (paper's Theorem 3.1); CSV, plot, summary."""
+    paths = _checkpoints([*(checkpoints or []), *(checkpoint or [])])
     from .diagnostics.command import parse_kinds, parse_sizes, run_stability
 
-    run_stability([*(checkpoints or []), *(checkpoint or [])], console,
+    run_stability(paths, console,
                   model=_model_source(model_file, weights, torchscript, model, normalize), dataset=dataset,
                   n_samples=n_samples, sizes=parse_sizes(sizes),
                   kinds=parse_kinds(kinds), points=time_points, data_dir=data_dir, device=device, out=out, seed=seed)
@@ -426,11 +440,13 @@ def converge(
     out: Path = typer.Option(Path("runs/converge"), "--out", "-o", help="output dir (budget.csv/.md/.png, state/)"),
 ) -> None:
     """Robust accuracy vs attack budget (PGD-10 ... AutoAttack), worst case so far; says whether it converged."""
+    from .evaluation.request import parse_eps
+
+    paths, radii = _checkpoints(checkpoint), parse_eps(eps, eps_scale)
     from .cli_converge import run_converge_command
     from .evaluation.budget import BudgetJob, parse_budgets, parse_step_size
-    from .evaluation.session import parse_eps
 
-    job = BudgetJob(checkpoints=checkpoint, eps=parse_eps(eps, eps_scale), out=out, budgets=parse_budgets(budgets),
+    job = BudgetJob(checkpoints=paths, eps=radii, out=out, budgets=parse_budgets(budgets),
                     step_size=parse_step_size(step_size), eps_scale=eps_scale, n_samples=n_samples,
                     batch_size=batch_size, seed=seed, device=device, data_dir=data_dir, ode_backend=ode_backend,
                     precision=precision)

@@ -5,7 +5,7 @@ from rich.console import Console
 
 from .cli_reporter import RichReporter
 from .evaluation.run import run_attack_job
-from .evaluation.session import AttackJob
+from .evaluation.request import AttackJob
 
 
 def run_attack_command(job: AttackJob, console: Console) -> str:

@@ -29,6 +29,7 @@ from .errors import UserError, option
 
 PRECISIONS = ("auto", "fp32", "bf16")
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 CPU flags with bf16 arithmetic in hardware
+_BF16_ISAS = ("ALL", "BF16", "AMX", "AVX10")  # ONEDNN_MAX_CPU_ISA values that still compute bf16 in hardware
 TIMING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # written next to every timing
 
 
@@ -156,6 +157,10 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
         return Precision("fp32", "auto", f"{torch.cuda.get_device_name(device)} has no bf16")
     flags = cpu_flags()
     native = [f for f in NATIVE_BF16_FLAGS if f in flags]
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if native and not any(isa in capped for isa in _BF16_ISAS):
+        return Precision("fp32", "auto", f"CPU has {' and '.join(native)} but ONEDNN_MAX_CPU_ISA={capped} keeps "
+                         "oneDNN from using it (bf16 would be emulated)")
     if native:
         return Precision("bf16", "auto", f"CPU has {' and '.join(native)}")
     if "avx2" in flags or "sse2" in flags:

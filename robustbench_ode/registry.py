@@ -12,15 +12,25 @@ Plugins (docs/plugins.md): a distribution names a module under the entry-point g
 `odebench.models`, `odebench.attacks`, `odebench.datasets` or `odebench.methods`; importing it runs
 the same decorators. Every plugin is imported once, after all built-ins, when the first project
 registry loads; one that fails is skipped whole with one `PluginWarning`.
+
+The catalogue (`catalogue.json`, written by `python -m robustbench_ode.registry`): the built-in
+entries' names, descriptions, options and traits (an attack's `uses_gradients` and `norm`), with a
+hash of the sources they come from. Listing, name and option checks read it instead of importing
+torch and every model (4 s): `odebench list` and a bad `--model` answer at once. It is used only
+while it matches the sources and no plugin is installed; anything else (building, a stale
+catalogue) imports the registries for real. A test keeps the shipped catalogue current.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
+import json
 import typing
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import UserError
@@ -74,14 +84,36 @@ def parse_number(text: str) -> float:
 
 @dataclass
 class Entry:
-    """A registered builder with its description and options."""
+    """A registered builder with its description, options and traits.
+
+    An entry read from the catalogue has no builder yet (`_live` finds it): asking for `builder`
+    imports the registry for real; names, options and traits do not.
+    """
 
     name: str
-    builder: Callable[..., Any]
+    _builder: Callable[..., Any] | None
     description: str
     options: dict[str, Option] = field(default_factory=dict)
     kind: str = ""
     plugin: str = ""  # the distribution that registered it; "" for a built-in
+    _traits: dict[str, Any] | None = None
+    _live: Callable[[], "Entry"] | None = field(default=None, repr=False, compare=False)
+    _describe: Callable[[Any], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def builder(self) -> Callable[..., Any]:
+        """The registered function or class (imports the registry if this entry is catalogued)."""
+        if self._builder is None:
+            assert self._live is not None
+            self._builder = self._live()._builder
+        return self._builder
+
+    @property
+    def traits(self) -> dict[str, Any]:
+        """What the registry's `traits` function says of the builder (an attack: uses_gradients, norm)."""
+        if self._traits is None:
+            self._traits = self._describe(self.builder) if self._describe else {}
+        return self._traits
 
     def parse_options(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Validate option names and coerce values; unknown options are a UserError."""
@@ -135,13 +167,17 @@ class PluginWarning(UserWarning):
 class Registry:
     """A named collection of builders; `package` is imported lazily so every entry registers.
 
-    A registry with an entry-point `group` also loads the plugins (all groups, once) on first use.
+    A registry with an entry-point `group` also loads the plugins (all groups, once) on first use;
+    until then its names, options and `traits` (attributes of each builder) come from the catalogue
+    where that is current.
     """
 
-    def __init__(self, kind: str, package: str, group: str = "") -> None:
+    def __init__(self, kind: str, package: str, group: str = "",
+                 traits: Callable[[Any], dict[str, Any]] | None = None) -> None:
         self.kind = kind
         self.package = package
         self.group = group
+        self.traits = traits
         self._entries: dict[str, Entry] = {}
         self._loaded = False
         if group:
@@ -154,7 +190,8 @@ class Registry:
             if name in self._entries:
                 owner = self._entries[name].plugin
                 raise ValueError(f"{self.kind} '{name}' registered twice (already {'by ' + owner if owner else 'built in'})")
-            self._entries[name] = Entry(name, builder, description, options_of(builder), self.kind)
+            self._entries[name] = Entry(name, builder, description, options_of(builder), self.kind,
+                                        _describe=self.traits)
             return builder
 
         return deco
@@ -166,24 +203,39 @@ class Registry:
             if self.group:
                 load_plugins()
 
+    def _current(self) -> dict[str, Entry]:
+        """The entries: catalogued ones while the catalogue is current and nothing loaded, else live."""
+        if not self._loaded and self.group:
+            catalogued = catalogue().get(self.kind)
+            if catalogued is not None:
+                return catalogued
+        self._load()
+        return self._entries
+
+    def _live_entry(self, name: str) -> Entry:
+        self._load()
+        return self._entries[name]
+
+    def _live_names(self) -> list[str]:
+        self._load()
+        return list(self._entries)
+
     def names(self) -> list[str]:
         """Sorted registered names."""
-        self._load()
-        return sorted(self._entries)
+        return sorted(self._current())
 
     def get(self, name: str) -> Entry:
         """The entry for `name`; an unknown name is a UserError listing the known ones."""
-        self._load()
-        if name not in self._entries:
-            raise UserError(f"unknown {self.kind} '{name}' (known: {', '.join(self.names())})")
-        return self._entries[name]
+        entries = self._current()
+        if name not in entries:
+            raise UserError(f"unknown {self.kind} '{name}' (known: {', '.join(sorted(entries))})")
+        return entries[name]
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self.get(n) for n in self.names())
 
     def __contains__(self, name: str) -> bool:
-        self._load()
-        return name in self._entries
+        return name in self._current()
 
 
 _PLUGGABLE: list[Registry] = []
@@ -236,10 +288,71 @@ def _load_plugin(ep: metadata.EntryPoint) -> None:
     _plugins[dist] = ep.dist.version if ep.dist else "unknown"
 
 
+def _attack_traits(attack_class: Any) -> dict[str, Any]:
+    """Whether an attack takes gradients, and its norm when built with its defaults."""
+    return {"uses_gradients": bool(attack_class.uses_gradients), "norm": attack_class().norm}
+
+
 MODELS = Registry("model", "robustbench_ode.models", "odebench.models")
-ATTACKS = Registry("attack", "robustbench_ode.attacks", "odebench.attacks")
+ATTACKS = Registry("attack", "robustbench_ode.attacks", "odebench.attacks", traits=_attack_traits)
 DATASETS = Registry("dataset", "robustbench_ode.data", "odebench.datasets")
 METHODS = Registry("training method", "robustbench_ode.training", "odebench.methods")
+
+
+CATALOGUE = Path(__file__).with_name("catalogue.json")
+_HERE = Path(__file__).parent
+_catalogue: dict[str, dict[str, Entry]] | None = None  # kind -> entries; {} where the catalogue is not current
+
+
+def sources_hash() -> str:
+    """SHA-256 over the sources that decide the project registries' contents (their packages and this file)."""
+    digest = hashlib.sha256()
+    files = [Path(__file__)] + sorted(p for registry in _PLUGGABLE
+                                      for p in (_HERE / registry.package.rpartition(".")[2]).rglob("*.py"))
+    for path in files:
+        digest.update(path.relative_to(_HERE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _plugins_installed() -> bool:
+    found = metadata.entry_points()
+    return any(found.select(group=registry.group) for registry in _PLUGGABLE)
+
+
+def catalogue() -> dict[str, dict[str, Entry]]:
+    """The built-in entries by kind from `catalogue.json`, or {} where it is stale, absent or plugins exist."""
+    global _catalogue
+    if _catalogue is None:
+        _catalogue = {}
+        try:
+            data = json.loads(CATALOGUE.read_text())
+        except (OSError, ValueError):
+            return _catalogue
+        if data.get("sources") == sources_hash() and not _plugins_installed():
+            by_kind = {registry.kind: registry for registry in _PLUGGABLE}
+            _catalogue = {kind: {e["name"]: _catalogued(by_kind[kind], e) for e in entries}
+                          for kind, entries in data["entries"].items() if kind in by_kind}
+    return _catalogue
+
+
+def _catalogued(registry: Registry, record: dict[str, Any]) -> Entry:
+    options = {name: Option(name, _TYPES[typ], default) for name, typ, default in record["options"]}
+    return Entry(record["name"], None, record["description"], options, registry.kind, _traits=record["traits"],
+                 _live=lambda: registry._live_entry(record["name"]))
+
+
+_TYPES = {t.__name__: t for t in (bool, int, float, str)}
+
+
+def catalogue_data() -> dict[str, Any]:
+    """What `catalogue.json` holds, from the live built-in registries (plugins left out)."""
+    entries = {registry.kind: [{"name": e.name, "description": e.description,
+                                "options": [[o.name, o.type.__name__, o.default] for o in e.options.values()],
+                                "traits": e.traits}
+                               for e in (registry._live_entry(n) for n in sorted(registry._live_names()))
+                               if not e.plugin]
+               for registry in _PLUGGABLE}
+    return {"sources": sources_hash(), "entries": entries}
 
 
 def parse_kv(pairs: list[str] | None, what: str = "option") -> dict[str, str]:
@@ -251,3 +364,15 @@ def parse_kv(pairs: list[str] | None, what: str = "option") -> dict[str, str]:
         key, value = pair.split("=", 1)
         out[key.strip().replace("-", "_")] = value.strip()
     return out
+
+
+def write_catalogue() -> Path:
+    """Rewrite `catalogue.json` from the sources (after adding or changing a registered builder)."""
+    CATALOGUE.write_text(json.dumps(catalogue_data(), indent=1, ensure_ascii=False) + "\n")
+    return CATALOGUE
+
+
+if __name__ == "__main__":  # python -m robustbench_ode.registry (the registries live in the imported module)
+    import robustbench_ode.registry as loaded
+
+    print(f"wrote {loaded.write_catalogue()}")

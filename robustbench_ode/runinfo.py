@@ -9,20 +9,20 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from . import distributed
 from .errors import UserError, option
-from .precision import cpu_description
 from .registry import loaded_plugins
 from .version import __version__
+
+if TYPE_CHECKING:  # torch is imported where a function needs it: the CLI starts without it
+    import torch
 
 
 def versions() -> dict[str, str]:
     """Versions of the packages a result depends on, loaded plugins (`plugin DIST`) included."""
     import foolbox
+    import torch
     import torchdiffeq
     import torchvision
 
@@ -39,6 +39,8 @@ def versions() -> dict[str, str]:
 
 def device_description(device: torch.device) -> str:
     """A human-readable description of the compute device."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
@@ -47,6 +49,10 @@ def device_description(device: torch.device) -> str:
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when present; 'cuda' without a GPU is a UserError. Under torchrun the
     process first joins its group, and CUDA then means its own GPU (see `distributed.init`)."""
+    import torch
+
+    from . import distributed
+
     distributed.init()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -61,6 +67,7 @@ def resolve_device(name: str) -> torch.device:
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch RNGs."""
     import numpy as np
+    import torch
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -69,6 +76,8 @@ def seed_everything(seed: int) -> None:
 
 def provenance(seed: int, device: torch.device) -> dict[str, Any]:
     """Everything needed to say where and how a result was produced."""
+    from .precision import cpu_description
+
     return {
         "seed": seed,
         "device": str(device),

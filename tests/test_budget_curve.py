@@ -6,8 +6,8 @@ import pytest
 from safetensors import safe_open
 
 from robustbench_ode.evaluation.budget import LADDER, BudgetJob, parse_budgets, run_budget_job
-from robustbench_ode.evaluation.runner import AttackSpec
-from robustbench_ode.evaluation.session import AttackJob, run_job
+from robustbench_ode.evaluation.request import AttackJob, AttackSpec
+from robustbench_ode.evaluation.session import run_job
 from robustbench_ode.report.budget import budget_markdown, converged
 
 from .helpers import InterruptAtCell, odebench, train_tiny

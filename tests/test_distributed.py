@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from robustbench_ode import distributed
 from robustbench_ode.attacks.sampling import SampleRNG
 from robustbench_ode.checkpoint import load_checkpoint
-from robustbench_ode.evaluation.runner import AttackSpec
-from robustbench_ode.evaluation.session import AttackJob, run_job
+from robustbench_ode.evaluation.request import AttackJob, AttackSpec
+from robustbench_ode.evaluation.session import run_job
 from robustbench_ode.registry import ATTACKS
 from robustbench_ode.training.trainer import TrainConfig, Trainer
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from robustbench_ode.errors import UserError
-from robustbench_ode.evaluation.runner import AttackSpec
-from robustbench_ode.evaluation.session import AttackJob, parse_eps, run_job
+from robustbench_ode.evaluation.request import AttackJob, AttackSpec, parse_eps
+from robustbench_ode.evaluation.session import run_job
 from robustbench_ode.evaluation.store import CELL_COLUMNS, COLUMNS, KEY, LATER_KEYS, STR_COLUMNS, ResultStore
 from robustbench_ode.report import render
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from robustbench_ode.attacks.gradient_from import GradientFrom
 from robustbench_ode.errors import UserError
-from robustbench_ode.evaluation.runner import AttackSpec
+from robustbench_ode.evaluation.request import AttackSpec
 from robustbench_ode.registry import ATTACKS
 
 from .helpers import odebench, train_tiny

@@ -11,8 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_ode.evaluation.runner import AttackSpec, Runner, Target
-from robustbench_ode.evaluation.session import AttackJob, run_job
+from robustbench_ode.evaluation.request import AttackSpec
+from robustbench_ode.evaluation.runner import Runner, Target
+from robustbench_ode.evaluation.request import AttackJob
+from robustbench_ode.evaluation.session import run_job
 from robustbench_ode.evaluation.store import ResultStore
 
 from .helpers import ConstantClassifier, InterruptAtCell, odebench, train_tiny

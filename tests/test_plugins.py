@@ -91,6 +91,7 @@ def install(tmp_path, monkeypatch):
         (info / "entry_points.txt").write_text("".join(f"[{g}]\n{module} = {module}\n\n" for g in groups))
         modules.append(module)
         importlib.invalidate_caches()
+        monkeypatch.setattr(registry, "_catalogue", None)  # an installed plugin makes the catalogue unusable
         return site
 
     yield install

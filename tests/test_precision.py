@@ -28,6 +28,15 @@ def test_auto_uses_bf16_only_on_cpus_with_native_bf16_and_says_why(monkeypatch, 
     assert ("bf16" in chosen.reason) if expected == "bf16" else ("without" in chosen.reason)
 
 
+@pytest.mark.parametrize("isa, expected", [("AVX2", "fp32"), ("avx512_core", "fp32"), ("AVX512_CORE_BF16", "bf16"),
+                                           ("AVX512_CORE_AMX", "bf16"), ("ALL", "bf16")])
+def test_auto_keeps_fp32_where_onednn_is_capped_below_bf16(monkeypatch, isa, expected):
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2", "avx512_bf16", "amx_bf16"})
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    chosen = resolve_precision("auto", CPU)
+    assert chosen.name == expected and (expected == "bf16" or "ONEDNN_MAX_CPU_ISA" in chosen.reason)
+
+
 @pytest.mark.parametrize("speedup, expected", [(0.1, "fp32"), (1.0, "fp32"), (2.5, "bf16")])
 def test_without_readable_flags_a_timed_probe_decides(monkeypatch, speedup, expected):
     monkeypatch.setattr(prec, "cpu_flags", lambda: set())

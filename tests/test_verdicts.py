@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from robustbench_ode.errors import UserError
-from robustbench_ode.evaluation.runner import AttackSpec, Runner, Target
-from robustbench_ode.evaluation.session import AttackJob, load_evaluation, run_job
+from robustbench_ode.evaluation.request import AttackJob, AttackSpec
+from robustbench_ode.evaluation.runner import Runner, Target
+from robustbench_ode.evaluation.session import load_evaluation, run_job
 from robustbench_ode.evaluation.store import ResultStore
 from robustbench_ode.evaluation.verdict import VERIFY_ROUNDS
 from robustbench_ode.experiments import quickstart

@@ -33,7 +33,8 @@ from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..precision import FP32, Precision, resolve_precision
 from ..report.budget import budget_markdown, budget_plot
 from ..runinfo import atomic_write_text, provenance, shared
-from .runner import AttackSpec, Runner, Target
+from .request import AttackSpec
+from .runner import Runner, Target
 from .session import append_provenance, load_evaluation
 from .store import ResultStore
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..reporting import SILENT, Reporter
-from .session import AttackJob, run_job
+from .request import AttackJob
+from .session import run_job
 
 
 def run_attack_job(job: AttackJob, reporter: Reporter = SILENT) -> str:

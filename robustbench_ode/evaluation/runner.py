@@ -42,19 +42,17 @@ import torch
 from torch import nn
 
 from ..attacks.base import Attack, eval_mode
-from ..attacks.gradient_from import GradientFrom
 from ..attacks.sampling import with_run_seed
 from ..checkpoint import load_checkpoint
-from ..errors import UserError, option
+from ..errors import UserError
 from ..models.ode_block import ODEBlock, is_fixed_step
 from ..model_checks import Finding
 from ..models.intercept import Integrated
-from ..models.base import batch_dependent, solver_surrogate, use_ode_backend
-from ..models.odenet import parse_solver_spec
+from ..models.base import batch_dependent, use_ode_backend
 from ..ode_backends import AS_TRAINED, DEFAULT_ODE_BACKEND, check_ode_backend
 from ..precision import FP32, Precision
-from ..registry import ATTACKS
 from ..runinfo import seed_everything
+from .request import AttackSpec
 from .masking import looks_masked, noise_tolerance
 from .nested import INDEPENDENT, NESTED, chain_path, data_sha, load_chain, same_radius, save_chain
 from .store import CELL_COLUMNS, OUTCOME_COLUMNS, ResultStore, schema_row
@@ -106,51 +104,6 @@ class Target:
         model = model.to(device).eval()
         return cls(Path(path) if path is not None else Path(meta["model"]), model, meta,
                    ode_backend_of(model, ode_backend), label)
-
-
-@dataclass
-class AttackSpec:
-    """A registered attack name with parsed options, and how a gradient attack takes gradients.
-
-    `grad_solver` ('rk4:step_size=0.05', see `models.odenet.parse_solver_spec`) makes the attack
-    differentiate an ODE model through that solver while the model's own solver decides
-    (`GradientFrom`); `eot` averages each gradient over that many passes (randomised models).
-    """
-
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-    grad_solver: str | None = None
-    eot: int = 1
-
-    def __post_init__(self) -> None:
-        if self.eot < 1:
-            raise UserError(f"{option('eot')} must be >= 1, got {self.eot}")
-        if (self.grad_solver or self.eot > 1) and not ATTACKS.get(self.name).builder.uses_gradients:
-            raise UserError(f"attack '{self.name}' uses no gradients: {option('grad_solver')} and {option('eot')} "
-                            "apply to gradient attacks")
-        if self.grad_solver:
-            parse_solver_spec(self.grad_solver)  # fail before any work
-
-    @classmethod
-    def parse(cls, name: str, raw: dict[str, str], grad_solver: str | None = None, eot: int = 1) -> "AttackSpec":
-        return cls(name, ATTACKS.get(name).parse_options(raw), grad_solver, eot)
-
-    def build(self) -> Attack:
-        attack = ATTACKS.get(self.name).builder(**self.options)
-        attack.eot = self.eot
-        return attack
-
-    def crafting_model(self, model: nn.Module) -> nn.Module:
-        """The model the attack runs on: `model` itself, or `model` differentiated through `grad_solver`."""
-        if not self.grad_solver:
-            return model
-        return GradientFrom(model, solver_surrogate(model, **parse_solver_spec(self.grad_solver)))
-
-    @property
-    def args_text(self) -> str:
-        """Options as JSON (the result store's key): gradient settings appear only when not default."""
-        extra = ({"grad_solver": self.grad_solver} if self.grad_solver else {}) | ({"eot": self.eot} if self.eot > 1 else {})
-        return json.dumps(self.options | extra, sort_keys=True)
 
 
 def ode_backend_of(model: nn.Module, backend: str) -> str:
@@ -255,7 +208,7 @@ class Runner:
     def gradient_precision(self, spec: AttackSpec, crafter: Target) -> Precision:
         """What the attack's gradients run in: the runner's precision where the attack uses
         gradients and the crafting model allows it (adaptive ODEs stay fp32), else fp32."""
-        if not ATTACKS.get(spec.name).builder.uses_gradients:
+        if not spec.uses_gradients:
             return FP32
         return self.precision.for_model(crafter.model)
 

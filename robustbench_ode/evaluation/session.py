@@ -3,7 +3,7 @@ grid, write the reports."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,66 +14,15 @@ from ..data import check_sample_count, load_samples
 from ..data.base import DatasetInfo
 from ..errors import UserError, option
 from ..model_checks import OK, inspect_model
-from ..ode_backends import DEFAULT_ODE_BACKEND
-from ..registry import ATTACKS, parse_number
 from ..report import render
 from ..runinfo import atomic_write_text, provenance, resolve_device
 from ..user_model import FORMAT as USER_FORMAT
 from ..user_model import ModelSource
 from ..precision import resolve_precision
 from .nested import INDEPENDENT, NESTED
-from .runner import AttackSpec, Runner, Target
+from .request import AttackJob
+from .runner import Runner, Target
 from .store import ResultStore
-
-
-@dataclass
-class AttackJob:
-    """What the user asked `odebench attack` to do."""
-
-    checkpoints: list[Path]
-    attacks: list[AttackSpec]
-    eps: list[float]
-    out: Path
-    eps_scale: float = 1.0
-    n_samples: int = 1000
-    batch_size: int = 250
-    seed: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
-    source: Path | None = None
-    paper: str | None = None
-    ode_backend: str = DEFAULT_ODE_BACKEND  # adaptive ODEs: a step size per sample (see evaluation.runner)
-    precision: str = "auto"  # of the attacks' gradients (robustbench_ode.precision); decisions are fp32
-    extra: dict[str, Any] = field(default_factory=dict)
-    model: ModelSource | None = None  # a model given as code (--model-file, --torchscript, --model)
-    model_as_source: bool = False  # transfer: craft on `model`, evaluate on the checkpoints
-    dataset: str | None = None  # what to evaluate on (default: the checkpoints', else digits)
-    independent_eps: bool = False  # attack every radius on all samples, not only a smaller radius's survivors
-
-
-def parse_eps(values: list[str], scale: float, l2: bool = False) -> list[float]:
-    """'0.3', '8/255' or comma lists -> pixel-unit floats (divided by `scale`), validated.
-
-    Radii above 1 make sense only in L2 (`l2=True`: every attack of the job is an L2 attack).
-    """
-    if scale <= 0:
-        raise UserError(f"{option('eps_scale')} must be > 0, got {scale}")
-    out = []
-    for value in values:
-        for part in filter(None, (p.strip() for p in value.split(","))):
-            try:
-                eps = parse_number(part) / scale
-            except (ValueError, ZeroDivisionError):
-                raise UserError(f"{option('eps')} '{part}' is not a number (examples: 0.3, 8/255)") from None
-            if eps != eps or eps < 0 or eps == float("inf"):
-                raise UserError(f"{option('eps')} {part} is not a radius >= 0")
-            if eps > 1 and not l2:
-                raise UserError(f"{option('eps')} {part} is above 1 in pixel units: only L2 attacks take radii above 1 "
-                                f"(use {option('eps_scale')} 255 for a 0-255 grid)")
-            out.append(eps)
-    if not out:
-        raise UserError(f"{option('eps')} needs at least one value")
-    return sorted(set(out))
 
 
 @dataclass
@@ -173,7 +122,7 @@ def run_evaluation(ev: Evaluation, job: AttackJob, on_cell: Callable[[str], None
     for target in ev.targets + ([ev.source] if ev.source else []):
         if not target.findings:
             target.findings = inspect_model(target.model, ev.x[:4].to(ev.device))
-        gradient_attacks = [a.name for a in job.attacks if ATTACKS.get(a.name).builder.uses_gradients]
+        gradient_attacks = [a.name for a in job.attacks if a.uses_gradients]
         crafts = target is ev.source or ev.source is None  # transfer attacks take gradients of the source only
         if crafts and gradient_attacks and any(f.check == "input gradient" and f.status != OK for f in target.findings):
             raise UserError(f"model '{target.name}': its output has no gradient with respect to the input, so "

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from ..errors import UserError, option
-from ..evaluation.runner import AttackSpec
+from ..evaluation.request import AttackSpec
 from ..training.trainer import TrainConfig
 from .presets import Preset
 from .spec import Experiment, ModelSpec, Part

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from ..checkpoint import META, read_meta
 from ..evaluation.run import run_attack_job
-from ..evaluation.runner import AttackSpec
-from ..evaluation.session import AttackJob
+from ..evaluation.request import AttackJob, AttackSpec
 from ..errors import UserError, option
 from ..reporting import Reporter
 from ..training.run import run_training

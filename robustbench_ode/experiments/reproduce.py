@@ -19,7 +19,7 @@ from ..checkpoint import META, read_meta
 from ..data.base import default_data_dir
 from ..errors import UserError, option
 from ..evaluation.run import run_attack_job
-from ..evaluation.session import AttackJob
+from ..evaluation.request import AttackJob
 from ..report.paper import PAPER
 from ..reporting import Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device

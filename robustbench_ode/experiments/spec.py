@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..evaluation.runner import AttackSpec
+from ..evaluation.request import AttackSpec
 from ..training.trainer import TrainConfig
 
 
