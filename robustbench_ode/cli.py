@@ -349,9 +349,10 @@ def audit(
                                   "gradient quality, and bf16's weaker gradients would read as masking), auto or bf16"),
 ) -> None:
     """Check a checkpoint (or your own model) for gradient masking (Carlini et al. 2019); write audit.md / audit.json."""
+    from .cli_reporter import RichReporter
     from .diagnostics.command import parse_radius, run_audit
 
-    run_audit(checkpoint, console, model=_model_source(model_file, weights, torchscript, model, normalize),
+    run_audit(checkpoint, RichReporter(console), model=_model_source(model_file, weights, torchscript, model, normalize),
               dataset=dataset, data_dir=data_dir, n_samples=n_samples,
               eps=None if eps is None else parse_radius("eps", eps), large_eps=parse_radius("large_eps", large_eps),
               device=device, out=out, seed=seed, ode_backend=ode_backend, precision=precision,
@@ -379,9 +380,10 @@ def stability(
     dataset: Optional[str] = _DATASET,
 ) -> None:
     """Measure how input perturbations grow along depth (paper's Theorem 3.1); CSV, plot, summary."""
+    from .cli_reporter import RichReporter
     from .diagnostics.command import parse_kinds, parse_sizes, run_stability
 
-    run_stability([*(checkpoints or []), *(checkpoint or [])], console,
+    run_stability([*(checkpoints or []), *(checkpoint or [])], RichReporter(console),
                   model=_model_source(model_file, weights, torchscript, model, normalize), dataset=dataset,
                   n_samples=n_samples, sizes=parse_sizes(sizes),
                   kinds=parse_kinds(kinds), points=time_points, data_dir=data_dir, device=device, out=out, seed=seed)

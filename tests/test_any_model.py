@@ -197,7 +197,7 @@ def test_a_plain_torchdiffeq_ode_gets_nfe_its_library_and_per_image_verdicts_on_
 
 def test_the_audits_surrogates_of_an_intercepted_adjoint_ode_are_rk4_and_its_own_solver_without_the_adjoint(
         plain_odes, images):
-    from robustbench_ode.diagnostics.checks import AuditConfig, ode_surrogates
+    from robustbench_ode.diagnostics.audited import AuditConfig, ode_surrogates
 
     model = wrap(plain_odes.adjoint().eval(), None, images)
     model(images)

@@ -6,7 +6,7 @@ from robustbench_ode.errors import UserError
 from robustbench_ode.experiments.paper import E1_HS, build
 from robustbench_ode.experiments.presets import CPU, FAST, PAPER, PRESETS
 from robustbench_ode.experiments.reproduce import reproduce, resolve_datasets
-from robustbench_ode.reporting import SILENT
+from robustbench_ode.progress import SILENT
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_a_zoo_checkpoint_trained_with_the_same_settings_is_used_instead_of_trai
 
     from robustbench_ode.experiments.reproduce import ensure_trained
     from robustbench_ode.experiments.spec import ModelSpec
-    from robustbench_ode.reporting import SilentReporter
+    from robustbench_ode.progress import SilentReporter
     from robustbench_ode.training.trainer import TrainConfig
 
     class Lines(SilentReporter):

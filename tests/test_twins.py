@@ -16,7 +16,7 @@ from robustbench_ode.experiments.presets import FAST, PRESETS, STRONG, STRONG_EP
 from robustbench_ode.experiments.reproduce import reproduce
 from robustbench_ode.models import build_model, nfe_of
 from robustbench_ode.models.odenet import ODE_PRESETS, ODEClassifier
-from robustbench_ode.reporting import SILENT
+from robustbench_ode.progress import SILENT
 from robustbench_ode.training.augment import parse_augment
 from robustbench_ode.training.trainer import CONFIG, STATE, TrainConfig, Trainer, trained_with
 

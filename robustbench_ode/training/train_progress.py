@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, option
-from ..reporting import SILENT, Reporter
+from ..progress import SILENT, Reporter
 from .trainer import TrainConfig, Trainer
 
 
