@@ -285,7 +285,7 @@ def _attack_specs(names: list[str], raw_args: list[str] | None, grad_solver: str
 
 
 def _paper_name(paper: str | None) -> str | None:
-    from .report.paper import PAPER
+    from .report.published import PAPER
 
     if paper is not None and paper.upper() not in PAPER:
         raise UserError(f"--paper must be one of {', '.join(PAPER)}, got '{paper}'")

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from robustbench_ode.errors import UserError
-from robustbench_ode.experiments.paper import E1_HS, build
+from robustbench_ode.experiments.paper_specs import E1_HS, build
 from robustbench_ode.experiments.presets import CPU, FAST, PAPER, PRESETS
 from robustbench_ode.experiments.reproduce import reproduce, resolve_datasets
 from robustbench_ode.progress import SILENT

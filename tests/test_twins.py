@@ -11,7 +11,7 @@ import torch
 
 from robustbench_ode.data.base import DatasetInfo
 from robustbench_ode.errors import UserError
-from robustbench_ode.experiments.paper import build
+from robustbench_ode.experiments.paper_specs import build
 from robustbench_ode.experiments.presets import FAST, PRESETS, STRONG, STRONG_EPOCHS
 from robustbench_ode.experiments.reproduce import reproduce
 from robustbench_ode.models import build_model, nfe_of
@@ -211,7 +211,7 @@ def test_a_tiny_strong_preset_trains_the_four_models_and_attacks_them_end_to_end
 
 
 def test_a_twin_gets_no_published_neural_ode_numbers_beside_it():
-    from robustbench_ode.report.paper import lookup
+    from robustbench_ode.report.published import lookup
 
     assert lookup("E2", "mnist", "pgd", "odenet_yan", "standard", 0.2) is not None
     assert lookup("E2", "mnist", "pgd", "odenet_yan_twin", "standard", 0.2) is None

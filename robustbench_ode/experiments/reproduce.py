@@ -20,12 +20,12 @@ from ..data.base import default_data_dir
 from ..errors import UserError, option
 from ..evaluation.attack_progress import run_attack_job
 from ..evaluation.session import AttackJob
-from ..report.paper import PAPER
+from ..report.published import PAPER
 from ..progress import Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device
 from ..training.train_progress import run_training
 from ..training.trainer import CONFIG, STATE, TrainConfig, trained_with
-from .paper import BUILDERS, build
+from .paper_specs import BUILDERS, build
 from .presets import PRESETS
 from .spec import Experiment, ModelSpec
 
