@@ -57,7 +57,7 @@ def _load_toml(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     from .runinfo import read_toml
-    from .training.trainer import TrainConfig
+    from .training.config import TrainConfig
 
     data = read_toml(path, "config file")
 
@@ -106,7 +106,7 @@ def train(
     resume: bool = typer.Option(False, help="continue an interrupted run in --out from its last completed epoch"),
 ) -> None:
     """Train a registered model (or resume) and write a safe checkpoint into the run dir."""
-    from .training.trainer import TrainConfig
+    from .training.config import TrainConfig
 
     values = _load_toml(config)
     flags = dict(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,

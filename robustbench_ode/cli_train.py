@@ -7,7 +7,7 @@ from rich.console import Console
 
 from .cli_reporter import RichReporter
 from .training import train_progress
-from .training.trainer import TrainConfig
+from .training.config import TrainConfig
 
 
 def run_training(cfg: TrainConfig, out: Path, resume: bool, console: Console) -> dict:

@@ -239,7 +239,7 @@ def _load_plugin(ep: metadata.EntryPoint) -> None:
 MODELS = Registry("model", "robustbench_ode.models", "odebench.models")
 ATTACKS = Registry("attack", "robustbench_ode.attacks", "odebench.attacks")
 DATASETS = Registry("dataset", "robustbench_ode.data", "odebench.datasets")
-METHODS = Registry("training method", "robustbench_ode.training", "odebench.methods")
+METHODS = Registry("training method", "robustbench_ode.training.builtin_methods", "odebench.methods")
 
 
 def parse_kv(pairs: list[str] | None, what: str = "option") -> dict[str, str]:

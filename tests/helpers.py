@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from robustbench_ode.progress import SilentReporter
-from robustbench_ode.training.trainer import TrainConfig, Trainer
+from robustbench_ode.training.config import TrainConfig
+from robustbench_ode.training.trainer import Trainer
 
 TINY = {"model": "resnet_small", "dataset": "digits", "model_options": {"width": "4"}, "epochs": 2,
         "batch_size": 64, "lr": 0.05, "device": "cpu"}

@@ -125,7 +125,8 @@ def _bad_out(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name, command, kwargs, args, message, cli_message", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_an_api_call_with_a_bad_argument_names_the_parameter_not_a_flag(ckpt, digits, tmp_path, name, command, kwargs,
                                                                          args, message, cli_message):
-    from robustbench_ode.training.trainer import TrainConfig, Trainer
+    from robustbench_ode.training.config import TrainConfig
+    from robustbench_ode.training.trainer import Trainer
 
     from .helpers import TINY
 

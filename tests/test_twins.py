@@ -18,7 +18,8 @@ from robustbench_ode.models import build_model, nfe_of
 from robustbench_ode.models.odenet import ODE_PRESETS, ODEClassifier
 from robustbench_ode.progress import SILENT
 from robustbench_ode.training.augment import parse_augment
-from robustbench_ode.training.trainer import CONFIG, STATE, TrainConfig, Trainer, trained_with
+from robustbench_ode.training.config import CONFIG, STATE, TrainConfig, trained_with
+from robustbench_ode.training.trainer import Trainer
 
 from .helpers import TINY, assert_same_weights, cut_and_resume, odebench
 from .test_cli import one_line_error

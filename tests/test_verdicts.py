@@ -18,7 +18,8 @@ from robustbench_ode.experiments import quickstart
 from robustbench_ode.models.base import ImageClassifier
 from robustbench_ode.precision import resolve_precision
 from robustbench_ode.progress import SILENT
-from robustbench_ode.training.trainer import TrainConfig, Trainer
+from robustbench_ode.training.config import TrainConfig
+from robustbench_ode.training.trainer import Trainer
 
 from .helpers import ConstantClassifier, train_tiny
 

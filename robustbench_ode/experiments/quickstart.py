@@ -15,7 +15,7 @@ from ..evaluation.session import AttackJob
 from ..errors import UserError, option
 from ..progress import Reporter
 from ..training.train_progress import run_training
-from ..training.trainer import TrainConfig, trained_with
+from ..training.config import TrainConfig, trained_with
 
 MODELS = {
     "resnet20": TrainConfig(model="resnet20", dataset="digits", epochs=6, batch_size=64, lr=0.05),

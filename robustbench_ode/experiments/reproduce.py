@@ -24,7 +24,7 @@ from ..report.published import PAPER
 from ..progress import Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device
 from ..training.train_progress import run_training
-from ..training.trainer import CONFIG, STATE, TrainConfig, trained_with
+from ..training.config import CONFIG, STATE, TrainConfig, trained_with
 from .paper_specs import BUILDERS, build
 from .presets import PRESETS
 from .spec import Experiment, ModelSpec

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..errors import UserError, option
 from ..progress import SILENT, Reporter
-from .trainer import TrainConfig, Trainer
+from .config import TrainConfig
+from .trainer import Trainer
 
 
 def run_training(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter = SILENT) -> dict[str, Any]:
