@@ -29,7 +29,9 @@ from .evaluation.store import STR_COLUMNS
 from .ode_backends import DEFAULT_ODE_BACKEND
 from .progress import LoggingReporter
 from .runinfo import resolve_device, seed_everything
-from .user_model import check_logits, class_source_sha256, module_meta, state_sha256, wrap
+from .pixel_model import check_logits, wrap
+from .user_model import class_source_sha256, module_meta
+from .weight_files import state_sha256
 
 Normalize = tuple[Sequence[float], Sequence[float]]
 AttackArg = str | tuple[str, dict[str, Any]]

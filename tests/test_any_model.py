@@ -17,8 +17,9 @@ from robustbench_ode.data import load_dataset
 from robustbench_ode.evaluation.worst_case import worst_case_row
 from robustbench_ode.model_checks import FAIL, OK, WARN, inspect_model, output_kind
 from robustbench_ode.models.base import batch_dependent, has_ode_solver, nfe_of, solver_surrogate
-from robustbench_ode.models.intercept import Integrated, probe
-from robustbench_ode.user_model import wrap
+from robustbench_ode.models.intercept import Integrated
+from robustbench_ode.models.probe import probe
+from robustbench_ode.pixel_model import wrap
 
 from .helpers import odebench
 

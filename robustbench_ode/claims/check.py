@@ -40,7 +40,9 @@ from ..precision import resolve_precision
 from ..registry import MODELS
 from ..progress import SILENT, Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device, seed_everything
-from ..user_model import check_logits, load_registered_weights, module_meta, read_weights, state_sha256
+from ..pixel_model import check_logits
+from ..user_model import module_meta
+from ..weight_files import load_registered_weights, read_weights, state_sha256
 from .ledger import Claim, PublishedNumber
 
 REPRODUCED, OVERSTATED, REFUTED, NOT_REPRODUCED = "reproduced", "overstated", "refuted", "not reproduced"
