@@ -4,7 +4,8 @@
 returns the rows of results.csv as a DataFrame; `audit` is `odebench audit` on given samples and
 returns the verdict table. Both accept any module mapping [0, 1] pixels to logits (or wrap one
 that expects normalised input with `normalize=(mean, std)`), checked as `user_model` checks a
-model given on the command line. See docs/api.md.
+model given on the command line. Progress and warnings go to the `robustbench_ode` logger
+(`progress.LoggingReporter`). See docs/api.md.
 """
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ from torch import Tensor, nn
 from .data import load_samples
 from .data.base import DatasetInfo, channel_stats
 from .errors import UserError
+from .evaluation.attack_progress import run_loaded
 from .evaluation.request import AttackJob, AttackSpec, parse_eps
 from .evaluation.runner import Target
-from .evaluation.session import Evaluation, run_evaluation
+from .evaluation.session import Evaluation
 from .evaluation.store import STR_COLUMNS
 from .ode_backends import DEFAULT_ODE_BACKEND
+from .progress import LoggingReporter
 from .runinfo import resolve_device, seed_everything
-from .user_model import check_logits, class_source_sha256, module_meta, state_sha256, wrap
+from .pixel_model import check_logits, wrap
+from .user_model import class_source_sha256, module_meta
+from .weight_files import state_sha256
 
 Normalize = tuple[Sequence[float], Sequence[float]]
 AttackArg = str | tuple[str, dict[str, Any]]
@@ -141,7 +146,7 @@ def evaluate(
                         n_samples=len(y), batch_size=batch_size, seed=seed, device=device, ode_backend=ode_backend,
                         precision=precision, independent_eps=independent_eps,
                         extra={"api": "robustbench_ode.evaluate"})
-        return run_evaluation(ev, job, report=out is not None)[0]
+        return run_loaded(ev, job, LoggingReporter(), report=out is not None)
 
     if out is not None:
         if Path(out).exists() and not Path(out).is_dir():
@@ -176,9 +181,9 @@ def audit(
     `budgets` are `AuditConfig` fields (square_queries, spsa_steps, spsa_samples, boundary_steps,
     apgd_steps, ...). With `out`, audit.md and audit.json are written there.
     """
-    from .diagnostics.command import audit_config, not_applicable
+    from .diagnostics.audit_report import numbers_text, verdict_line, write_audit
     from .diagnostics.checks import run_checks
-    from .diagnostics.report import numbers_text, verdict_line, write_audit
+    from .diagnostics.command import audit_config, not_applicable
     from .runinfo import provenance
 
     dev = resolve_device(device)
@@ -186,7 +191,7 @@ def audit(
     target, info = _target(model, x, y, None, dev, ode_backend, name, normalize)
     cfg = audit_config(info, eps, large_eps, seed, dict(budgets))
     seed_everything(seed)
-    result = run_checks(target.model, x, y, cfg, dev)
+    result = run_checks(target.model, x, y, cfg, dev, LoggingReporter())
     if out is not None:
         header = {"model": target.name, "weights_sha256": target.meta["weights_sha256"], "dataset": info.label,
                   "eps (L∞)": round(cfg.eps, 6), "ode_backend": target.ode_backend or "n/a"}

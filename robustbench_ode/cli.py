@@ -57,7 +57,7 @@ def _load_toml(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     from .runinfo import read_toml
-    from .training.trainer import TrainConfig
+    from .training.config import TrainConfig
 
     data = read_toml(path, "config file")
 
@@ -106,7 +106,7 @@ def train(
     resume: bool = typer.Option(False, help="continue an interrupted run in --out from its last completed epoch"),
 ) -> None:
     """Train a registered model (or resume) and write a safe checkpoint into the run dir."""
-    from .training.trainer import TrainConfig
+    from .training.config import TrainConfig
 
     values = _load_toml(config)
     flags = dict(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -296,7 +296,7 @@ def _attack_specs(names: list[str], raw_args: list[str] | None, grad_solver: str
 
 
 def _paper_name(paper: str | None) -> str | None:
-    from .report.paper import PAPER
+    from .report.published import PAPER
 
     if paper is not None and paper.upper() not in PAPER:
         raise UserError(f"--paper must be one of {', '.join(PAPER)}, got '{paper}'")
@@ -362,9 +362,10 @@ def audit(
     """Check a checkpoint (or your own model) for gradient masking (Carlini et al. 2019); write audit.md / audit.json."""
     if checkpoint is not None:
         _checkpoints([checkpoint])
+    from .cli_reporter import RichReporter
     from .diagnostics.command import parse_radius, run_audit
 
-    run_audit(checkpoint, console, model=_model_source(model_file, weights, torchscript, model, normalize),
+    run_audit(checkpoint, RichReporter(console), model=_model_source(model_file, weights, torchscript, model, normalize),
               dataset=dataset, data_dir=data_dir, n_samples=n_samples,
               eps=None if eps is None else parse_radius("eps", eps), large_eps=parse_radius("large_eps", large_eps),
               device=device, out=out, seed=seed, ode_backend=ode_backend, precision=precision,
@@ -393,9 +394,10 @@ def stability(
 ) -> None:
     """Measure how input perturbations grow along depth (paper's Theorem 3.1); CSV, plot, summary."""
     paths = _checkpoints([*(checkpoints or []), *(checkpoint or [])])
+    from .cli_reporter import RichReporter
     from .diagnostics.command import parse_kinds, parse_sizes, run_stability
 
-    run_stability(paths, console,
+    run_stability(paths, RichReporter(console),
                   model=_model_source(model_file, weights, torchscript, model, normalize), dataset=dataset,
                   n_samples=n_samples, sizes=parse_sizes(sizes),
                   kinds=parse_kinds(kinds), points=time_points, data_dir=data_dir, device=device, out=out, seed=seed)

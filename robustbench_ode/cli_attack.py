@@ -1,10 +1,10 @@
-"""`odebench attack`'s presentation: the attack job (`evaluation.run`) drawn on the console."""
+"""`odebench attack`'s presentation: the attack job (`evaluation.attack_progress`) drawn on the console."""
 from __future__ import annotations
 
 from rich.console import Console
 
 from .cli_reporter import RichReporter
-from .evaluation.run import run_attack_job
+from .evaluation.attack_progress import run_attack_job
 from .evaluation.request import AttackJob
 
 

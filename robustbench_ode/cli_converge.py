@@ -13,11 +13,7 @@ from .evaluation.budget import BudgetJob, run_budget_job
 
 def run_converge_command(job: BudgetJob, console: Console) -> str:
     """Run the budget ladders with one progress bar per rung; print the Markdown."""
-    with RichReporter(console).bars() as bars:
-        _, text = run_budget_job(job, bars.start, bars.update)
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {job.out / 'budget.csv'}, budget.md, budget.png (rung state in {job.out / 'state'})")
-    return text
+    return run_budget_job(job, RichReporter(console))[1]
 
 
 def run_convert_command(src: Path, dst: Path, key: str | None, strip_prefix: str, console: Console) -> None:

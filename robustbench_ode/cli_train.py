@@ -1,4 +1,4 @@
-"""`odebench train`'s presentation: the training run (`training.run`) drawn on the console."""
+"""`odebench train`'s presentation: the training run (`training.train_progress`) drawn on the console."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,10 @@ from pathlib import Path
 from rich.console import Console
 
 from .cli_reporter import RichReporter
-from .training import run
-from .training.trainer import TrainConfig
+from .training import train_progress
+from .training.config import TrainConfig
 
 
 def run_training(cfg: TrainConfig, out: Path, resume: bool, console: Console) -> dict:
     """Train with a live progress bar and a line per epoch, then print the test accuracy."""
-    return run.run_training(cfg, out, resume, RichReporter(console))
+    return train_progress.run_training(cfg, out, resume, RichReporter(console))

@@ -39,3 +39,15 @@ class UserError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+
+def first_line(exc: BaseException) -> str:
+    """'TypeError: the first line of the message', for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def first_sentence(exc: BaseException) -> str:
+    """The first sentence of a long library message (torch's explain at length)."""
+    line = first_line(exc)
+    return line.split(". ", 1)[0].rstrip(".")

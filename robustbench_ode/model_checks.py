@@ -21,7 +21,8 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from .models.intercept import Integrated, probe
+from .models.intercept import Integrated
+from .models.probe import probe
 
 OK, WARN, FAIL = "pass", "warn", "fail"
 PASSES = 5  # identical forward passes compared by the randomness check

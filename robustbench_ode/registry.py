@@ -296,7 +296,7 @@ def _attack_traits(attack_class: Any) -> dict[str, Any]:
 MODELS = Registry("model", "robustbench_ode.models", "odebench.models")
 ATTACKS = Registry("attack", "robustbench_ode.attacks", "odebench.attacks", traits=_attack_traits)
 DATASETS = Registry("dataset", "robustbench_ode.data", "odebench.datasets")
-METHODS = Registry("training method", "robustbench_ode.training", "odebench.methods")
+METHODS = Registry("training method", "robustbench_ode.training.builtin_methods", "odebench.methods")
 
 
 CATALOGUE = Path(__file__).with_name("catalogue.json")
@@ -308,7 +308,7 @@ def sources_hash() -> str:
     """SHA-256 over the sources that decide the project registries' contents (their packages and this file)."""
     digest = hashlib.sha256()
     files = [Path(__file__)] + sorted(p for registry in _PLUGGABLE
-                                      for p in (_HERE / registry.package.rpartition(".")[2]).rglob("*.py"))
+                                      for p in (_HERE / registry.package.split(".")[1]).rglob("*.py"))
     for path in files:
         digest.update(path.relative_to(_HERE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

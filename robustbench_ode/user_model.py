@@ -2,14 +2,15 @@
 
 Three sources (`ModelSource`, from the CLI's `--model-file`, `--torchscript`, `--model timm:NAME`):
 a factory function in a .py file or an importable module (weights from `--weights`: .safetensors,
-or a .pt/.pth state dict read with `torch.load(weights_only=True)`), a TorchScript file, or a timm
-architecture (the optional `timm` extra; never downloads). The Python API passes an `nn.Module`.
+or a .pt/.pth state dict read with `torch.load(weights_only=True)`, see `weight_files`), a
+TorchScript file, or a timm architecture (the optional `timm` extra; never downloads). The Python
+API passes an `nn.Module`.
 
 odebench's contract is [0, 1] pixels in, (N, classes) logits out, so ε stays in pixel units: a
-network that expects normalised input is wrapped (`--normalize MEANS/STDS`). One forward of two
-dataset images checks input shape and output before any attack runs. Every mistake (a wrong
-factory path, a factory that raises, weights that do not fit, outputs that are not logits) is one
-`UserError` line.
+network that expects normalised input is wrapped (`--normalize MEANS/STDS`, `pixel_model`). One
+forward of two dataset images checks input shape and output before any attack runs. Every mistake
+(a wrong factory path, a factory that raises, weights that do not fit, outputs that are not
+logits) is one `UserError` line.
 
 A loaded model is identified like a checkpoint, by SHA-256 (`meta`): `weights_sha256` of the
 weights file (of the TorchScript file; of the state dict serialised as safetensors when there is
@@ -35,26 +36,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from .checkpoint import sha256_file
 from .data.base import DatasetInfo
-from .errors import UserError, option
-from .models.base import swap_solver
-from .models.intercept import Integrated, integrates
-from .models.ode_block import ODEBlock
+from .errors import UserError, first_line, first_sentence, option
+from .pixel_model import check_logits, parse_normalize, wrap
 from .registry import MODELS
+from .weight_files import load_registered_weights, load_weights, read_weights, state_sha256
 
 FORMAT = "odebench-user-model/1"
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
-
-
-def first_line(exc: BaseException) -> str:
-    """'TypeError: the first line of the message', for one-line errors."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _where(exc: BaseException, source: Path | None) -> str:
@@ -64,95 +55,6 @@ def _where(exc: BaseException, source: Path | None) -> str:
         return ""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == source.resolve()]
     return f" (at {source.name}:{frames[-1].lineno})" if frames else ""
-
-
-def first_sentence(exc: BaseException) -> str:
-    """The first sentence of a long library message (torch's explain at length)."""
-    line = first_line(exc)
-    return line.split(". ", 1)[0].rstrip(".")
-
-
-def state_sha256(model: nn.Module) -> str:
-    """SHA-256 of the model's tensors serialised as safetensors (a checkpoint's `weights_sha256`
-    for the same tensors), identifying a model that comes without a weights file."""
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items() if isinstance(v, Tensor)}
-    return hashlib.sha256(save(state)).hexdigest()
-
-
-def parse_normalize(text: str, info: DatasetInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """'MEANS/STDS' (each one number or one per channel, comma-separated: '0.1307/0.3081',
-    '0.49,0.48,0.45/0.25,0.24,0.26') or 'dataset' (the dataset's own statistics) -> per-channel
-    (mean, std) tuples."""
-    if text.strip() == "dataset":
-        return info.mean, info.std
-    means, sep, stds = text.partition("/")
-    example = "e.g. 0.1307/0.3081 or 0.49,0.48,0.45/0.25,0.24,0.26, or 'dataset'"
-    if not sep:
-        raise UserError(f"{option('normalize')} '{text}' must be MEANS/STDS ({example})")
-    try:
-        mean, std = ([float(v) for v in part.split(",") if v.strip()] for part in (means, stds))
-    except ValueError:
-        raise UserError(f"{option('normalize')} '{text}' must hold numbers ({example})") from None
-    channels = info.in_channels
-    if len(mean) not in (1, channels) or len(std) not in (1, channels):
-        counts = "one value" if channels == 1 else f"1 or {channels} values"
-        raise UserError(f"{option('normalize')} '{text}': give {counts} on each side of '/' "
-                        f"({info.name} has {channels} channel{'s' if channels > 1 else ''})")
-    if any(not s > 0 for s in std):
-        raise UserError(f"{option('normalize')} '{text}': standard deviations must be > 0")
-    return tuple(mean * (channels // len(mean))), tuple(std * (channels // len(std)))
-
-
-class PixelModel(nn.Module):
-    """A network behind odebench's contract: [0, 1] pixels in, logits out; with `mean`/`std` the
-    pixels are normalised first, so that attacks and ε stay in pixel units."""
-
-    def __init__(self, net: nn.Module, normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
-        super().__init__()
-        self.net = net
-        mean, std = normalize or (None, None)
-        self.register_buffer("mean", None if mean is None else torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", None if std is None else torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
-        return self.net(x)
-
-
-class PixelODEModel(PixelModel):
-    """A `PixelModel` whose network contains `ODEBlock`s: `with_solver` gives a same-weight copy
-    that integrates differently (what `--grad-solver` and the audit's surrogate check need)."""
-
-    def with_solver(self, solver: str, step_size: float = 0.0, adjoint: bool | None = None, rtol: float | None = None,
-                    atol: float | None = None, max_nfe: int | None = None, backend: str | None = None) -> nn.Module:
-        return swap_solver(self, solver, step_size, adjoint, rtol, atol, max_nfe, backend)
-
-
-def wrap(net: nn.Module, normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-         sample: Tensor | None = None) -> PixelModel:
-    """`net` as a `PixelModel`, or a `PixelODEModel` when it contains an ODE block or, run on
-    `sample` ([0, 1] images on `net`'s device), calls torchdiffeq or torchode itself (then it is
-    wrapped in `intercept.Integrated`, which makes those solves visible to odebench)."""
-    ode = any(isinstance(m, ODEBlock) for m in net.modules())
-    if not ode and sample is not None and integrates(PixelModel(net, normalize), sample):
-        net, ode = Integrated(net), True
-    return (PixelODEModel if ode else PixelModel)(net, normalize)
-
-
-def check_logits(model: nn.Module, info: DatasetInfo, sample: Tensor, label: str) -> None:
-    """One forward of `sample` (dataset images): it must run and give (N, num_classes) float logits."""
-    shape = "x".join(map(str, sample.shape[1:]))
-    try:
-        with torch.no_grad():
-            out = model(sample)
-    except Exception as exc:
-        raise UserError(f"model '{label}' fails on {info.name} images (C x H x W = {shape}): {first_line(exc)}") from None
-    expected = (len(sample), info.num_classes)
-    if not isinstance(out, Tensor) or tuple(out.shape) != expected or not out.is_floating_point():
-        got = f"shape {tuple(out.shape)} ({out.dtype})" if isinstance(out, Tensor) else f"a {type(out).__name__}"
-        raise UserError(f"model '{label}' returns {got} for {len(sample)} {info.name} images; odebench needs "
-                        f"logits of shape (N, {info.num_classes}) ({info.num_classes} classes)")
 
 
 @contextmanager
@@ -196,79 +98,6 @@ def load_factory(spec: str) -> tuple[Callable[[], Any], Path | None]:
     if not callable(factory):
         raise UserError(f"{option('model_file')}: '{target}' has no function '{name}'")
     return factory, path
-
-
-def read_weights(path: Path) -> dict[str, Tensor]:
-    """Tensors by name from a .safetensors file or a .pt/.pth state dict (`weights_only=True`:
-    unpickling runs no code); anything else is a UserError."""
-    if not path.is_file():
-        raise UserError(f"{option('weights')} '{path}' does not exist")
-    suffix = path.suffix.lower()
-    if suffix not in WEIGHT_SUFFIXES:
-        raise UserError(f"{option('weights')} '{path}': give a .safetensors file or a .pt/.pth state dict, not '{suffix or path.name}'")
-    if suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise UserError(f"{option('weights')} '{path}' is not a readable safetensors file ({first_line(exc)})") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{option('weights')} '{path}' cannot be read by torch.load(weights_only=True) ({type(exc).__name__}: "
-                        "a whole pickled model, or not a torch file); to extract the tensors of a pickled model: "
-                        f"odebench convert {path} OUT.safetensors") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise UserError(f"{option('weights')} '{path}' holds a {type(state).__name__}, not a state dict of tensors; "
-                        f"try: odebench convert {path} OUT.safetensors --key state_dict")
-    return state
-
-
-def _extra_prefix(names: list[str], own: list[str]) -> str:
-    """The first name component every name in a weights file carries and the model's lack, when
-    dropping it makes the names the model's ('model.', 'net.'); '' otherwise."""
-    first = {n.split(".", 1)[0] for n in names}
-    if len(first) != 1 or "." not in names[0]:
-        return ""
-    prefix = f"{first.pop()}."
-    return prefix if {n.removeprefix(prefix) for n in names} == set(own) else ""
-
-
-def load_weights(net: nn.Module, path: Path, state: dict[str, Tensor] | None = None) -> None:
-    """Load a weights file (or its tensors `state`, already read) into `net` (strict); a mismatch
-    names the first differing tensors. The `module.` prefix of a file saved from DataParallel
-    (every name carries it, `net`'s do not) is dropped first."""
-    state = read_weights(path) if state is None else state
-    own = net.state_dict()
-    if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state
-                and isinstance(own[k], Tensor) and state[k].shape != own[k].shape]
-
-    def some(names: list[str]) -> str:
-        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-    problems = [f"{what}: {some(names)}" for what, names in
-                (("missing", missing), ("unexpected", unexpected), ("shape differs", reshaped)) if names]
-    if problems:
-        prefix = _extra_prefix(list(state), list(own))
-        hint = f"; every name carries '{prefix}': odebench convert {path} OUT.safetensors --strip-prefix {prefix}" \
-            if prefix else ""
-        raise UserError(f"{option('weights')} '{path}' do not fit the model ({'; '.join(problems)}){hint}")
-    try:
-        net.load_state_dict(state)
-    except (RuntimeError, TypeError) as exc:
-        raise UserError(f"{option('weights')} '{path}' do not fit the model ({' '.join(str(exc).split())})") from None
-
-
-def load_registered_weights(model: nn.Module, path: Path, state: dict[str, Tensor]) -> nn.Module:
-    """Load the tensors `state` (read from `path`) into a registered model, strictly: an odebench
-    checkpoint's tensors (named `body.*`) into the classifier, any other layout (a published one,
-    such as yan2020_ode's) into its body; return the module they were loaded into."""
-    target = model if any(k.startswith("body.") for k in state) else getattr(model, "body", model)
-    load_weights(target, path, state)
-    return target
 
 
 def load_torchscript(path: Path) -> nn.Module:

@@ -4,14 +4,16 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest.mock import patch
 
 import pytest
 import torch
 
-from robustbench_ode.training.trainer import TrainConfig, Trainer
+from robustbench_ode.progress import SilentReporter
+from robustbench_ode.training.config import TrainConfig
+from robustbench_ode.training.trainer import Trainer
 
 TINY = {"model": "resnet_small", "dataset": "digits", "model_options": {"width": "4"}, "epochs": 2,
         "batch_size": 64, "lr": 0.05, "device": "cpu"}
@@ -42,6 +44,20 @@ class InterruptAtCell:
         if len(self.cells) == self.n:
             raise KeyboardInterrupt
 
+
+
+class CellReporter(SilentReporter):
+    """A silent `progress.Reporter` that is its own progress bars: each bar's label (a cell, a rung)
+    goes to `on_cell`."""
+
+    def __init__(self, on_cell) -> None:
+        self.start = lambda label, total=None: on_cell(label)
+
+    def bars(self, transient: bool = False):
+        return nullcontext(self)
+
+    def update(self, *args, **kwargs) -> None:
+        pass
 
 def stop_after_first_epoch(record: dict) -> None:
     """An `on_epoch` callback that interrupts a run after its first epoch, as Ctrl-C would."""

@@ -17,8 +17,9 @@ from robustbench_ode.data import load_dataset
 from robustbench_ode.errors import UserError
 from robustbench_ode.models import MODELS, ImageClassifier, build_model
 from robustbench_ode.registry import ATTACKS
+from robustbench_ode.training.config import TrainConfig
 from robustbench_ode.training.methods import METHODS, build_method
-from robustbench_ode.training.trainer import TrainConfig, Trainer
+from robustbench_ode.training.trainer import Trainer
 from robustbench_ode.training.trades import trades_loss
 from robustbench_ode.training.yopo import split_first_layer, yopo_inner_update
 

@@ -17,8 +17,9 @@ from robustbench_ode.data import load_dataset
 from robustbench_ode.evaluation.worst_case import worst_case_row
 from robustbench_ode.model_checks import FAIL, OK, WARN, inspect_model, output_kind
 from robustbench_ode.models.base import batch_dependent, has_ode_solver, nfe_of, solver_surrogate
-from robustbench_ode.models.intercept import Integrated, probe
-from robustbench_ode.user_model import wrap
+from robustbench_ode.models.intercept import Integrated
+from robustbench_ode.models.probe import probe
+from robustbench_ode.pixel_model import wrap
 
 from .helpers import odebench
 
@@ -197,7 +198,7 @@ def test_a_plain_torchdiffeq_ode_gets_nfe_its_library_and_per_image_verdicts_on_
 
 def test_the_audits_surrogates_of_an_intercepted_adjoint_ode_are_rk4_and_its_own_solver_without_the_adjoint(
         plain_odes, images):
-    from robustbench_ode.diagnostics.checks import AuditConfig, ode_surrogates
+    from robustbench_ode.diagnostics.audited import AuditConfig, ode_surrogates
 
     model = wrap(plain_odes.adjoint().eval(), None, images)
     model(images)

@@ -16,7 +16,7 @@ from robustbench_ode.checkpoint import load_checkpoint
 from robustbench_ode.data import balanced_subset
 from robustbench_ode.errors import UserError
 
-from .helpers import odebench, train_tiny
+from .helpers import ConstantClassifier, odebench, train_tiny
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 ATTACKS = ["fgsm", ("pgd", {"steps": 5})]
@@ -125,7 +125,8 @@ def _bad_out(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name, command, kwargs, args, message, cli_message", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_an_api_call_with_a_bad_argument_names_the_parameter_not_a_flag(ckpt, digits, tmp_path, name, command, kwargs,
                                                                          args, message, cli_message):
-    from robustbench_ode.training.trainer import TrainConfig, Trainer
+    from robustbench_ode.training.config import TrainConfig
+    from robustbench_ode.training.trainer import Trainer
 
     from .helpers import TINY
 
@@ -187,3 +188,12 @@ def test_the_example_in_docs_api_md_runs(capsys):
     printed = capsys.readouterr().out
     assert "verdict: PASS" in printed and "not applicable: ODE solver surrogate" in printed
     assert printed.splitlines()[0] in DOCS.read_text()  # the documented output has the printed columns
+
+
+def test_the_api_prints_nothing_and_logs_progress_and_warnings(capsys, caplog):
+    with caplog.at_level("INFO", logger="robustbench_ode"):
+        robustbench_ode.evaluate(ConstantClassifier(), "digits", ["fgsm"], [0.1], n_samples=20)
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == ""
+    assert any(r.levelname == "INFO" and "fgsm" in r.getMessage() for r in caplog.records)  # a cell started
+    assert any(r.levelname == "WARNING" and "chance" in r.getMessage() for r in caplog.records)

@@ -1,6 +1,7 @@
 """The layer drawing of docs/architecture.md, checked on the code: every import of the package
-(module level and inside functions) points to its own layer or a lower one, and no two parts
-(a subpackage, or a top-level module) import each other, directly or round a loop."""
+(module level and inside functions) points to its own layer or a lower one, no two parts
+(a subpackage, or a top-level module) import each other, directly or round a loop, and only the
+CLI draws on a terminal (rich, typer)."""
 from __future__ import annotations
 
 import ast
@@ -11,10 +12,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_ode"
 # Lowest first, as docs/architecture.md draws them. A part is a subpackage or a top-level module
 # (`cli` also covers cli_*.py); the package's own __init__ is the Python API's front door.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"errors", "version", "registry", "reporting", "distributed", "ode_backends"}),
+    ("foundation", {"errors", "version", "registry", "progress", "distributed", "ode_backends"}),
     ("data", {"data"}),
     ("models", {"models"}),
-    ("services", {"precision", "runinfo", "checkpoint", "convert", "user_model", "model_checks", "report"}),
+    ("services", {"precision", "runinfo", "checkpoint", "convert", "weight_files", "pixel_model", "user_model",
+                  "model_checks", "report"}),
     ("attacks", {"attacks"}),
     ("work", {"evaluation", "training"}),
     ("diagnostics", {"diagnostics"}),
@@ -45,8 +47,8 @@ def _part(module: str) -> str:
 LAYER_OF = {part: i for i, (_, parts) in enumerate(LAYERS) for part in parts}
 
 
-def _imports(module: str) -> list[tuple[str, int]]:
-    """(imported module of the package, line) for every import statement in `module`."""
+def _all_imports(module: str) -> list[tuple[str, int]]:
+    """(imported module, line) for every import statement in `module`, of the package or not."""
     path = MODULES[module]
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
@@ -60,7 +62,12 @@ def _imports(module: str) -> list[tuple[str, int]]:
                 base = ".".join(anchor + ([node.module] if node.module else []))
             for alias in node.names:  # `from . import distributed` imports a module, not the package
                 found.append((f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base, node.lineno))
-    return [(name, line) for name, line in found if name.split(".")[0] == PACKAGE.name]
+    return found
+
+
+def _imports(module: str) -> list[tuple[str, int]]:
+    """(imported module of the package, line) for every import statement in `module`."""
+    return [(name, line) for name, line in _all_imports(module) if name.split(".")[0] == PACKAGE.name]
 
 
 EDGES = [(module, imported, line) for module in MODULES for imported, line in _imports(module)]
@@ -104,3 +111,10 @@ def test_no_two_parts_import_each_other_round_a_loop():
 def test_the_api_names_and_the_subpackages_do_not_clash():
     """`robustbench_ode.audit` and `.evaluate` are the API's functions: no subpackage or module may take those names."""
     assert {"audit", "evaluate"} & {_part(m) for m in MODULES} == set()
+
+
+def test_only_the_cli_imports_rich_or_typer():
+    """Library code reports through `progress.Reporter`; drawing on a terminal is the CLI's job."""
+    terminal = [f"{module}:{line} imports {name}" for module in MODULES for name, line in _all_imports(module)
+                if name.split(".")[0] in {"rich", "typer"} and _part(module) != "cli"]
+    assert terminal == []

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from robustbench_ode.attacks.base import Attack
-from robustbench_ode.diagnostics import AuditConfig, Bench, run_checks
-from robustbench_ode.diagnostics import checks
-from robustbench_ode.diagnostics.checks import FAIL, NA, PASS, ode_surrogates
+from robustbench_ode.diagnostics import AuditConfig, AuditedModel, run_checks
+from robustbench_ode.diagnostics import audited, checks
+from robustbench_ode.diagnostics.audited import FAIL, NA, PASS, ode_surrogates
 from robustbench_ode.data import balanced_subset
 from robustbench_ode.evaluation.masking import looks_masked, noise_tolerance
 from robustbench_ode.models import build_model
@@ -106,8 +106,8 @@ def test_a_model_with_zero_input_gradients_fails_gradient_large_eps_and_gradient
 
 def test_gradients_that_disagree_with_finite_differences_fail(trained, samples):
     x, y = samples
-    bench = Bench(FlippedGradient(trained), x, y)
-    row = checks.check_gradients(bench, FAST)
+    audited_model = AuditedModel(FlippedGradient(trained), x, y)
+    row = checks.check_gradients(audited_model, FAST)
     assert row.status == FAIL
     assert row.numbers["vanishing"] == 0.0 and row.numbers["median cos(grad, FD)"] < -0.9
 
@@ -117,18 +117,18 @@ def test_more_iterations_fail_when_a_longer_attack_leaves_more_samples_correct(t
         def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
             return x
 
-    monkeypatch.setitem(checks.GRADIENT_ATTACKS, "PGD-100", lambda cfg: DoesNothing())
-    row = checks.check_more_iterations(Bench(trained, *samples), FAST)
+    monkeypatch.setitem(audited.GRADIENT_ATTACKS, "PGD-100", lambda cfg: DoesNothing())
+    row = checks.check_more_iterations(AuditedModel(trained, *samples), FAST)
     assert row.status == FAIL
     assert row.numbers["PGD-100"] - row.numbers["PGD-10"] > row.numbers["noise"]
 
 
 def test_attacking_through_a_solver_surrogate_fails_when_it_beats_the_models_own_gradients(trained, samples):
     masked_ode = SolverSwap(Quantised(trained), surrogate=trained)
-    row = checks.check_surrogate(Bench(masked_ode, *samples), FAST)
+    row = checks.check_surrogate(AuditedModel(masked_ode, *samples), FAST)
     assert row.status == FAIL
     honest_ode = SolverSwap(trained)
-    assert checks.check_surrogate(Bench(honest_ode, *samples), FAST).status == PASS
+    assert checks.check_surrogate(AuditedModel(honest_ode, *samples), FAST).status == PASS
 
 
 @pytest.mark.parametrize("adjoint", [False, True])

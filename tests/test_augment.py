@@ -61,7 +61,8 @@ def test_a_malformed_augmentation_is_a_one_line_error_naming_augment(spec):
 
 
 def test_training_with_crop_and_flip_resumes_to_the_same_weights(tmp_path):
-    from robustbench_ode.training.trainer import TrainConfig, Trainer
+    from robustbench_ode.training.config import TrainConfig
+    from robustbench_ode.training.trainer import Trainer
 
     from .helpers import TINY, assert_same_weights, cut_and_resume
 

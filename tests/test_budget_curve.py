@@ -10,7 +10,7 @@ from robustbench_ode.evaluation.request import AttackJob, AttackSpec
 from robustbench_ode.evaluation.session import run_job
 from robustbench_ode.report.budget import budget_markdown, converged
 
-from .helpers import InterruptAtCell, odebench, train_tiny
+from .helpers import CellReporter, InterruptAtCell, odebench, train_tiny
 from .test_cli import one_line_error
 
 EPS = [0.05, 0.1]
@@ -75,8 +75,8 @@ def test_an_interrupted_run_resumes_without_redoing_finished_budgets(ckpt, curve
     _, straight, _ = curve
     stop = InterruptAtCell(2)
     with pytest.raises(KeyboardInterrupt):
-        run_budget_job(job(ckpt, tmp_path, eps=EPS[:1]), on_cell=stop)
-    resumed, _ = run_budget_job(job(ckpt, tmp_path, eps=EPS[:1]), on_cell=stop.cells.append)
+        run_budget_job(job(ckpt, tmp_path, eps=EPS[:1]), CellReporter(stop))
+    resumed, _ = run_budget_job(job(ckpt, tmp_path, eps=EPS[:1]), CellReporter(stop.cells.append))
     assert len(stop.cells) == 2 + 2  # the resumed run starts at the second budget
     drop = ["wall_s"]
     expected = straight[straight["eps"] == EPS[0]].drop(columns=drop).reset_index(drop=True)
@@ -87,7 +87,7 @@ def test_a_changed_rung_reruns_it_and_every_rung_after_it(ckpt, tmp_path):
     run_budget_job(job(ckpt, tmp_path / "a", budgets="pgd10,apgd-ce", eps=EPS[1:]))
     cells: list[str] = []
     changed, _ = run_budget_job(job(ckpt, tmp_path / "a", budgets="pgd10,apgd-ce", eps=EPS[1:], step_size=None),
-                                on_cell=cells.append)
+                                CellReporter(cells.append))
     fresh, _ = run_budget_job(job(ckpt, tmp_path / "b", budgets="pgd10,apgd-ce", eps=EPS[1:], step_size=None))
     assert len(cells) == 2
     assert [r["robust_acc"] for r in changed] == [r["robust_acc"] for r in fresh]

@@ -8,7 +8,8 @@ from robustbench_ode.checkpoint import WEIGHTS, load_checkpoint, read_meta
 from robustbench_ode.data import load_dataset
 from robustbench_ode.errors import UserError
 
-from robustbench_ode.training.trainer import TrainConfig, Trainer
+from robustbench_ode.training.config import TrainConfig
+from robustbench_ode.training.trainer import Trainer
 
 from .helpers import TINY
 

@@ -123,7 +123,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_ode"
 FLAG = re.compile(r"(?<![\w-])--[a-z{]")  # --eps-scale, or one built by hand: f"--{name}"
 # Command lines suggested for the user to type (not settings they passed), the only flags allowed below the CLI
 COMMAND_SUGGESTIONS = {
-    "user_model.py": ["OUT.safetensors --key state_dict"],  # odebench convert FILE OUT.safetensors --key ...
+    "weight_files.py": ["OUT.safetensors --key state_dict"],  # odebench convert FILE OUT.safetensors --key ...
     "checkpoint.py": ["(--model-file FILE:FACTORY --weights, --model NAME --weights;"],
 }
 

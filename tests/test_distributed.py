@@ -18,7 +18,8 @@ from robustbench_ode.checkpoint import load_checkpoint
 from robustbench_ode.evaluation.request import AttackJob, AttackSpec
 from robustbench_ode.evaluation.session import run_job
 from robustbench_ode.registry import ATTACKS
-from robustbench_ode.training.trainer import TrainConfig, Trainer
+from robustbench_ode.training.config import TrainConfig
+from robustbench_ode.training.trainer import Trainer
 
 from .helpers import TINY, cut_and_resume, odebench, train_tiny
 

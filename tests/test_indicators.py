@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from robustbench_ode.diagnostics import AuditConfig, Bench, run_checks
-from robustbench_ode.diagnostics import checks, indicators
-from robustbench_ode.diagnostics.checks import FAIL, NA, PASS, WARN
+from robustbench_ode.diagnostics import AuditConfig, AuditedModel, run_checks
+from robustbench_ode.diagnostics import attack_paths, audited, checks, gradients, indicators
+from robustbench_ode.diagnostics.audited import FAIL, NA, PASS, WARN
 from robustbench_ode.data import balanced_subset
 from robustbench_ode.models.base import ImageClassifier
 from robustbench_ode.registry import ATTACKS
@@ -86,7 +86,7 @@ def grey_images(n: int = 20) -> tuple[Tensor, Tensor]:
 
 def returns_last_iterate(cfg: AuditConfig):
     """The audit's PGD-100 without early stopping: it returns its last iterate, not its first adversarial one."""
-    attack = checks.pgd(100, cfg.eps, cfg.seed)
+    attack = audited.pgd(100, cfg.eps, cfg.seed)
     attack.early_stop = False
     return attack
 
@@ -112,8 +112,8 @@ def test_every_indicator_is_a_registered_check_and_the_unconstrained_row_sits_be
 
 # --- unavailable gradients ---------------------------------------------------------------------------
 def test_unavailable_gradients_fire_on_an_interrupted_graph_and_gradient_rows_read_not_applicable(trained, samples):
-    assert indicators.interrupted_graph(trained, samples[0]) is None
-    assert "detached" in indicators.interrupted_graph(Detached(trained), samples[0])
+    assert gradients.interrupted_graph(trained, samples[0]) is None
+    assert "detached" in gradients.interrupted_graph(Detached(trained), samples[0])
     result = run_checks(Detached(trained), *samples, FAST)
     got = statuses(result)
     row = next(c for c in result.checks if c.name == "input gradients")
@@ -124,36 +124,36 @@ def test_unavailable_gradients_fire_on_an_interrupted_graph_and_gradient_rows_re
 
 
 def test_unavailable_gradients_fire_on_zero_gradients_and_stay_quiet_on_a_plain_model(trained, samples):
-    zero = checks.check_gradients(Bench(Quantised(trained), *samples), FAST)
+    zero = checks.check_gradients(AuditedModel(Quantised(trained), *samples), FAST)
     assert zero.status == FAIL and zero.numbers["zero"] == 1.0
-    assert checks.check_gradients(Bench(trained, *samples), FAST).status == PASS
+    assert checks.check_gradients(AuditedModel(trained, *samples), FAST).status == PASS
 
 
 # --- unconstrained attack failure ----------------------------------------------------------------------
 def test_unconstrained_attack_fails_when_saturated_logits_leave_pgd_no_gradient_at_eps_1(trained, samples):
-    row = indicators.check_unconstrained(Bench(Scaled(trained, 1e4), *samples), FAST)
+    row = indicators.check_unconstrained(AuditedModel(Scaled(trained, 1e4), *samples), FAST)
     assert row.status == FAIL
     assert row.numbers["eps"] == 1.0 and row.numbers["samples not fooled"] > 0.9 * row.numbers["of correct"]
 
 
 def test_unconstrained_attack_fools_every_sample_of_a_plain_model(trained, samples):
-    row = indicators.check_unconstrained(Bench(trained, *samples), FAST)
+    row = indicators.check_unconstrained(AuditedModel(trained, *samples), FAST)
     assert row.status == PASS and row.numbers["robust acc"] == 0.0
 
 
 # --- silent success ----------------------------------------------------------------------------------
 def test_silent_success_fires_when_the_attack_returns_its_last_iterate_past_an_adversarial_band(monkeypatch):
-    monkeypatch.setitem(checks.GRADIENT_ATTACKS, "PGD-100", returns_last_iterate)
-    row = indicators.check_silent_success(Bench(Banded(FAST.eps), *grey_images()), FAST)
+    monkeypatch.setitem(audited.GRADIENT_ATTACKS, "PGD-100", returns_last_iterate)
+    row = attack_paths.check_silent_success(AuditedModel(Banded(FAST.eps), *grey_images()), FAST)
     assert row.status == FAIL
     assert row.numbers["robust samples examined"] == 20 and row.numbers["silent successes"] == 20
     assert row.numbers["returned adversarial"] == 0
 
 
 def test_silent_success_stays_quiet_when_pgd_keeps_its_first_adversarial_iterate(trained, samples):
-    banded = indicators.check_silent_success(Bench(Banded(FAST.eps), *grey_images()), FAST)
+    banded = attack_paths.check_silent_success(AuditedModel(Banded(FAST.eps), *grey_images()), FAST)
     assert banded.status == PASS and banded.numbers["PGD-100 robust acc"] == 0.0  # the band is found
-    row = indicators.check_silent_success(Bench(trained, *samples), FAST)
+    row = attack_paths.check_silent_success(AuditedModel(trained, *samples), FAST)
     assert row.status == PASS and row.numbers["robust samples examined"] > 0
     # the recorded run replays the cached one: what it returns is as unbroken as the verdict says
     assert row.numbers["returned adversarial"] == 0 and row.numbers["adversarial on path"] == 0
@@ -162,23 +162,23 @@ def test_silent_success_stays_quiet_when_pgd_keeps_its_first_adversarial_iterate
 # --- incomplete optimisation -------------------------------------------------------------------------
 def test_still_moving_is_the_late_rise_of_the_best_loss_rescaled_over_the_path():
     ramp = torch.linspace(0, 1, 101)
-    assert indicators.still_moving(ramp) == pytest.approx(0.09)
+    assert attack_paths.still_moving(ramp) == pytest.approx(0.09)
     plateau = torch.cat([torch.linspace(0, 1, 50), torch.ones(51)])
-    assert indicators.still_moving(plateau) == 0.0
-    assert indicators.still_moving(torch.cat([ramp[:91], torch.zeros(10)])) == 0.0  # a late dip is no progress
-    assert indicators.still_moving(torch.full((30,), 2.0)) == 0.0
+    assert attack_paths.still_moving(plateau) == 0.0
+    assert attack_paths.still_moving(torch.cat([ramp[:91], torch.zeros(10)])) == 0.0  # a late dip is no progress
+    assert attack_paths.still_moving(torch.full((30,), 2.0)) == 0.0
 
 
 def test_incomplete_optimisation_fires_when_tiny_steps_leave_the_loss_rising(trained, samples, monkeypatch):
-    monkeypatch.setitem(checks.GRADIENT_ATTACKS, "PGD-100", tiny_steps)
-    row = indicators.check_incomplete_optimisation(Bench(trained, *samples), FAST)
+    monkeypatch.setitem(audited.GRADIENT_ATTACKS, "PGD-100", tiny_steps)
+    row = attack_paths.check_incomplete_optimisation(AuditedModel(trained, *samples), FAST)
     assert row.status == FAIL
     assert row.numbers["loss still rising"] == row.numbers["robust samples examined"] == 32
     assert row.numbers["robust acc overstated"] > row.numbers["noise"]
 
 
 def test_incomplete_optimisation_stays_quiet_when_pgd_100_levels_off(trained, samples):
-    row = indicators.check_incomplete_optimisation(Bench(trained, *samples), FAST)
+    row = attack_paths.check_incomplete_optimisation(AuditedModel(trained, *samples), FAST)
     assert row.status == PASS and row.numbers["robust samples examined"] > 0
     assert row.numbers["loss still rising"] <= 1 and row.numbers.get("broken by 100 more steps", 0) == 0
 
@@ -188,31 +188,31 @@ def test_transfer_failure_fires_when_the_solver_surrogate_shares_nothing_with_th
     torch.manual_seed(1)
     stranger = ImageClassifier(digits.info, nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(),
                                                           nn.Linear(64, 10))).eval()
-    row = indicators.check_transfer_failure(Bench(SolverSwap(trained, surrogate=stranger), *samples), FAST)
+    row = indicators.check_transfer_failure(AuditedModel(SolverSwap(trained, surrogate=stranger), *samples), FAST)
     assert row.status == WARN
-    label = next(iter(checks.ode_surrogates(SolverSwap(trained), FAST)))
+    label = next(iter(audited.ode_surrogates(SolverSwap(trained), FAST)))
     assert row.numbers[f"transfer failures via {label}"] > row.numbers["noise"] * row.numbers["samples"]
 
 
 def test_transfer_failure_stays_quiet_for_a_faithful_surrogate_and_is_not_applicable_without_one(trained, samples):
-    row = indicators.check_transfer_failure(Bench(SolverSwap(trained), *samples), FAST)
+    row = indicators.check_transfer_failure(AuditedModel(SolverSwap(trained), *samples), FAST)
     assert row.status == PASS and sum(v for k, v in row.numbers.items() if k.startswith("transfer failures")) == 0
-    assert indicators.check_transfer_failure(Bench(trained, *samples), FAST).status == NA
+    assert indicators.check_transfer_failure(AuditedModel(trained, *samples), FAST).status == NA
 
 
 # --- unstable predictions ----------------------------------------------------------------------------
 def test_unstable_predictions_fire_on_a_model_with_random_output_noise(trained, samples):
     torch.manual_seed(0)
-    row = indicators.check_unstable_predictions(Bench(NoisyLogits(trained, 0.3), *samples), FAST)
+    row = indicators.check_unstable_predictions(AuditedModel(NoisyLogits(trained, 0.3), *samples), FAST)
     assert row.status == FAIL
     assert row.numbers["relative loss change"] > indicators.UNSTABLE
     assert row.numbers["not predicted by the gradient"] > indicators.UNSTABLE
 
 
 def test_unstable_predictions_stay_quiet_on_a_plain_model_and_on_a_steep_but_smooth_loss(trained, samples):
-    plain = indicators.check_unstable_predictions(Bench(trained, *samples), FAST)
+    plain = indicators.check_unstable_predictions(AuditedModel(trained, *samples), FAST)
     assert plain.status == PASS and plain.numbers["PGD-100-robust samples"] > 0
-    steep = indicators.check_unstable_predictions(Bench(Scaled(trained, 3.0), *samples), FAST)
+    steep = indicators.check_unstable_predictions(AuditedModel(Scaled(trained, 3.0), *samples), FAST)
     # Pintor et al.'s raw measure alone would fire; the gradient predicts the change, so it does not
     assert steep.numbers["relative loss change"] > indicators.UNSTABLE
     assert steep.numbers["not predicted by the gradient"] < indicators.UNSTABLE

@@ -138,12 +138,12 @@ def test_an_attack_records_its_precision_in_the_csv_and_provenance(tmp_path):
 
 
 def test_the_audit_reports_fp32_decisions_when_its_gradient_attacks_run_in_bf16():
-    from robustbench_ode.diagnostics.checks import Bench, pgd
+    from robustbench_ode.diagnostics.audited import AuditedModel, pgd
 
     x, y = torch.rand(12, 1, 4, 4), torch.zeros(12, dtype=torch.long)
-    bench = Bench(DifferentInBf16(), x, y, precision=Precision("bf16", "bf16", "test"))
+    audited_model = AuditedModel(DifferentInBf16(), x, y, precision=Precision("bf16", "bf16", "test"))
     # bf16 gradients claim every point; the fp32 model rejects the claims and its own search finds nothing
-    assert bool(bench.robust("PGD-10", pgd(10, 0.1, seed=0), 0.1).all())
+    assert bool(audited_model.robust("PGD-10", pgd(10, 0.1, seed=0), 0.1).all())
 
 
 def test_the_audit_records_the_gradient_precision_and_defaults_to_fp32(tmp_path):

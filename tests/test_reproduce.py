@@ -3,10 +3,10 @@ import pandas as pd
 import pytest
 
 from robustbench_ode.errors import UserError
-from robustbench_ode.experiments.paper import E1_HS, build
+from robustbench_ode.experiments.paper_specs import E1_HS, build
 from robustbench_ode.experiments.presets import CPU, FAST, PAPER, PRESETS
 from robustbench_ode.experiments.reproduce import reproduce, resolve_datasets
-from robustbench_ode.reporting import SILENT
+from robustbench_ode.progress import SILENT
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_unknown_experiment_or_preset_is_a_user_error(tmp_path):
 def test_a_finished_checkpoint_trained_with_other_settings_is_never_reused(tmp_path):
     from robustbench_ode.experiments.reproduce import ensure_trained
     from robustbench_ode.experiments.spec import ModelSpec
-    from robustbench_ode.training.trainer import TrainConfig
+    from robustbench_ode.training.config import TrainConfig
 
     spec = ModelSpec("tiny", TrainConfig(model="resnet_small", dataset="digits", model_options={"width": 4},
                                          epochs=1, batch_size=128))
@@ -152,8 +152,8 @@ def test_a_zoo_checkpoint_trained_with_the_same_settings_is_used_instead_of_trai
 
     from robustbench_ode.experiments.reproduce import ensure_trained
     from robustbench_ode.experiments.spec import ModelSpec
-    from robustbench_ode.reporting import SilentReporter
-    from robustbench_ode.training.trainer import TrainConfig
+    from robustbench_ode.progress import SilentReporter
+    from robustbench_ode.training.config import TrainConfig
 
     class Lines(SilentReporter):
         def __init__(self):
@@ -181,7 +181,8 @@ def test_an_unfinished_zoo_run_is_resumed_not_restarted(tmp_path):
 
     from robustbench_ode.experiments.reproduce import ensure_trained
     from robustbench_ode.experiments.spec import ModelSpec
-    from robustbench_ode.training.trainer import TrainConfig, Trainer
+    from robustbench_ode.training.config import TrainConfig
+    from robustbench_ode.training.trainer import Trainer
 
     from .helpers import stop_after_first_epoch
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from robustbench_ode.errors import UserError
-from robustbench_ode.training.trainer import STATE, TrainConfig, Trainer, make_optimizer
+from robustbench_ode.training.config import STATE, TrainConfig
+from robustbench_ode.training.trainer import Trainer, make_optimizer
 
 from .helpers import TINY, assert_same_weights, cut_and_resume, odebench, stop_after_first_epoch
 
@@ -158,7 +159,7 @@ def test_runs_written_with_the_old_amp_field_are_still_recognised(tmp_path):
     import json
     from dataclasses import asdict
 
-    from robustbench_ode.training.trainer import CONFIG, trained_with
+    from robustbench_ode.training.config import CONFIG, trained_with
 
     cfg = TrainConfig(**TINY)
     stored = asdict(cfg)

@@ -10,9 +10,10 @@ from safetensors.torch import load_file
 
 from robustbench_ode.checkpoint import load_checkpoint, read_meta
 from robustbench_ode.errors import UserError
-from robustbench_ode.experiments.paper import table1_models
+from robustbench_ode.experiments.paper_specs import table1_models
 from robustbench_ode.experiments.presets import PRESETS
-from robustbench_ode.training.trainer import TrainConfig, Trainer, make_optimizer, snapshot_dir
+from robustbench_ode.training.config import TrainConfig
+from robustbench_ode.training.trainer import Trainer, make_optimizer, snapshot_dir
 
 from .helpers import TINY, odebench
 

@@ -11,14 +11,15 @@ import torch
 
 from robustbench_ode.data.base import DatasetInfo
 from robustbench_ode.errors import UserError
-from robustbench_ode.experiments.paper import build
+from robustbench_ode.experiments.paper_specs import build
 from robustbench_ode.experiments.presets import FAST, PRESETS, STRONG, STRONG_EPOCHS
 from robustbench_ode.experiments.reproduce import reproduce
 from robustbench_ode.models import build_model, nfe_of
 from robustbench_ode.models.odenet import ODE_PRESETS, ODEClassifier
-from robustbench_ode.reporting import SILENT
+from robustbench_ode.progress import SILENT
 from robustbench_ode.training.augment import parse_augment
-from robustbench_ode.training.trainer import CONFIG, STATE, TrainConfig, Trainer, trained_with
+from robustbench_ode.training.config import CONFIG, STATE, TrainConfig, trained_with
+from robustbench_ode.training.trainer import Trainer
 
 from .helpers import TINY, assert_same_weights, cut_and_resume, odebench
 from .test_cli import one_line_error
@@ -211,7 +212,7 @@ def test_a_tiny_strong_preset_trains_the_four_models_and_attacks_them_end_to_end
 
 
 def test_a_twin_gets_no_published_neural_ode_numbers_beside_it():
-    from robustbench_ode.report.paper import lookup
+    from robustbench_ode.report.published import lookup
 
     assert lookup("E2", "mnist", "pgd", "odenet_yan", "standard", 0.2) is not None
     assert lookup("E2", "mnist", "pgd", "odenet_yan_twin", "standard", 0.2) is None

@@ -17,7 +17,8 @@ from torch import nn
 
 from robustbench_ode.errors import UserError
 from robustbench_ode.models import ODEBlock, SolverConfig, nfe_of, solver_surrogate, swap_solver
-from robustbench_ode.user_model import ModelSource, parse_normalize
+from robustbench_ode.pixel_model import parse_normalize
+from robustbench_ode.user_model import ModelSource
 
 from .helpers import odebench, train_tiny
 from .test_cli import one_line_error

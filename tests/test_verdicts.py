@@ -18,8 +18,9 @@ from robustbench_ode.evaluation.verdict import VERIFY_ROUNDS
 from robustbench_ode.experiments import quickstart
 from robustbench_ode.models.base import ImageClassifier
 from robustbench_ode.precision import resolve_precision
-from robustbench_ode.reporting import SILENT
-from robustbench_ode.training.trainer import TrainConfig, Trainer
+from robustbench_ode.progress import SILENT
+from robustbench_ode.training.config import TrainConfig
+from robustbench_ode.training.trainer import Trainer
 
 from .helpers import ConstantClassifier, train_tiny
 

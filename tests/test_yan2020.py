@@ -173,7 +173,7 @@ def test_a_bad_registered_model_option_is_one_line(args: list[str], message: str
 
 
 def test_the_audit_swaps_the_solver_of_a_registered_ode_without_with_solver(tmp_path: Path) -> None:
-    from robustbench_ode.diagnostics.checks import AuditConfig, ode_surrogates
+    from robustbench_ode.diagnostics.audited import AuditConfig, ode_surrogates
 
     model = loaded("yan2020_ode", tmp_path)
     (name, surrogate), = ode_surrogates(model, AuditConfig(eps=0.1)).items()

@@ -39,9 +39,11 @@ from ..evaluation.session import Evaluation, run_evaluation
 from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..precision import resolve_precision
 from ..registry import MODELS
-from ..reporting import SILENT, Reporter
+from ..progress import SILENT, Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device, seed_everything
-from ..user_model import check_logits, load_registered_weights, module_meta, read_weights, state_sha256
+from ..pixel_model import check_logits
+from ..user_model import module_meta
+from ..weight_files import load_registered_weights, read_weights, state_sha256
 from .ledger import Claim, PublishedNumber
 
 REPRODUCED, OVERSTATED, REFUTED, NOT_REPRODUCED = "reproduced", "overstated", "refuted", "not reproduced"
@@ -140,9 +142,9 @@ def _ladder_rows(claim: Claim, target: Target, x: Tensor, y: Tensor, info: Any, 
     # PGD rungs step 2.5·ε/steps (converge's 'scaled'): the paper's 0.01 cannot reach ε = 0.3 in 10 steps
     job = BudgetJob(checkpoints=[], eps=list(claim.ladder_eps), out=out, budgets=parse_budgets(budgets),
                     step_size=None, n_samples=len(y), seed=seed, device=str(device), precision=precision)
-    curves = BudgetCurves(job, x, y, device, info.label, reporter.line, None, resolve_precision(precision, device))
     rows: list[dict[str, Any]] = []
-    with torch.inference_mode(False):
+    with reporter.bars() as bars, torch.inference_mode(False):
+        curves = BudgetCurves(job, x, y, device, info.label, bars, resolve_precision(precision, device))
         for eps in claim.ladder_eps:
             rows += curves.curve(target, eps)
     write_budget_files(rows, out)
@@ -167,7 +169,7 @@ def check_claim(claim: Claim, weights: Path, out: Path, *, data_dir: str | None 
     cells and rungs are reused."""
     from ..diagnostics.checks import run_checks
     from ..diagnostics.command import audit_config
-    from ..diagnostics.report import verdict_line, write_audit
+    from ..diagnostics.audit_report import verdict_line, write_audit
 
     for name, value in (("protocol_samples", protocol_samples), ("n_samples", n_samples)):
         if value is not None and value < 1:
@@ -211,7 +213,7 @@ def check_claim(claim: Claim, weights: Path, out: Path, *, data_dir: str | None 
         reporter.rule(f"{claim.name}: the masking audit ({n_audit} images)")
         cfg = audit_config(info, claim.ladder_eps[0] if claim.ladder_eps else None, 0.5, seed, {})
         seed_everything(seed)
-        result = run_checks(target.model, x[:n_audit].to(dev), y[:n_audit].to(dev), cfg, dev, on_check=reporter.line)
+        result = run_checks(target.model, x[:n_audit].to(dev), y[:n_audit].to(dev), cfg, dev, reporter)
         write_audit(out / "audit", result, {"model": claim.name, "weights_sha256": released["sha256"],
                                             "dataset": info.label, "eps (L∞)": round(cfg.eps, 6)}, provenance(seed, dev))
         audit_result = {"verdict": verdict_line(result), "n": n_audit, "eps": cfg.eps,

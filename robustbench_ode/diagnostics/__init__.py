@@ -3,7 +3,9 @@
 `odebench stability`). The attack runner's per-cell red flag and the noise level these checks
 tolerate live below both, in `evaluation.masking`.
 """
-from .checks import AuditConfig, AuditResult, Bench, CheckResult, run_checks
+from .audited import AuditConfig, AuditedModel, CheckResult
+from .checks import AuditResult, run_checks
 from .stability import depth_of, measure, stability_rows
 
-__all__ = ["AuditConfig", "AuditResult", "Bench", "CheckResult", "depth_of", "measure", "run_checks", "stability_rows"]
+__all__ = ["AuditConfig", "AuditResult", "AuditedModel", "CheckResult", "depth_of", "measure", "run_checks",
+           "stability_rows"]

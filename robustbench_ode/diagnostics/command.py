@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint
@@ -17,11 +16,12 @@ from ..errors import UserError, option
 from ..evaluation.runner import ode_backend_of
 from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..precision import resolve_precision
+from ..progress import SILENT, Reporter
 from ..registry import parse_number
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
 from ..user_model import ModelSource
 from .checks import NA, AuditConfig, AuditResult, run_checks
-from .report import verdict_line, verdict_table, write_audit
+from .audit_report import TONE, verdict_line, verdict_table, write_audit
 from .stability import KINDS, depth_of, stability_rows
 from .stability_report import plot_amplification, summary, summary_table, write_csv
 
@@ -69,14 +69,14 @@ def not_applicable(result: AuditResult) -> str:
 
 
 def run_audit(
-    checkpoint: Path | None, console: Console, *, model: ModelSource | None = None, dataset: str | None = None,
-    data_dir: str | None = None, n_samples: int = 200, eps: float | None = None, large_eps: float = 0.5,
-    device: str = "auto", out: Path | None = None, seed: int = 0, ode_backend: str = DEFAULT_ODE_BACKEND,
-    precision: str = "fp32", **budgets: int | None,
+    checkpoint: Path | None, reporter: Reporter = SILENT, *, model: ModelSource | None = None,
+    dataset: str | None = None, data_dir: str | None = None, n_samples: int = 200, eps: float | None = None,
+    large_eps: float = 0.5, device: str = "auto", out: Path | None = None, seed: int = 0,
+    ode_backend: str = DEFAULT_ODE_BACKEND, precision: str = "fp32", **budgets: int | None,
 ) -> AuditResult:
     """Audit one checkpoint, or a model given as code (`model`), for gradient masking; write
     audit.md / audit.json (default `<checkpoint>/audit`, `runs/audit/<model>` for a model given as
-    code) and print the verdict table and line. Fails are reported, not raised.
+    code) and report the verdict table and line. Fails are reported, not raised.
 
     `budgets` are `AuditConfig` fields (square_queries, spsa_steps, ...); None keeps the default.
     Adaptive ODE blocks integrate with `ode_backend` (as `odebench attack` does). `precision` is
@@ -90,9 +90,7 @@ def run_audit(
     cfg = audit_config(info, eps, large_eps, seed, budgets)
     seed_everything(seed)
     t0 = time.perf_counter()
-    with console.status("auditing") as status:
-        result = run_checks(net, x, y, cfg, dev, on_check=lambda name: status.update(f"audit: {name}"),
-                            precision=resolved)
+    result = run_checks(net, x, y, cfg, dev, reporter, precision=resolved)
     wall = round(time.perf_counter() - t0, 1)
     name = model.label if model else path.name
     header = {"checkpoint": str(path), "model": meta["model"], "dataset": info.label,
@@ -105,13 +103,12 @@ def run_audit(
         header["not applicable"] = skipped.removeprefix("not applicable: ")
     out = Path(out) if out is not None else (path / "audit" if checkpoint else Path("runs") / "audit" / name.replace(":", "-"))
     write_audit(out, result, header, provenance(seed, dev))
-    console.print(verdict_table(result, f"gradient-masking audit of {name} ({info.label}, "
-                                        f"{result.n} test images, {wall:g} s)"))
-    style = {"pass": "green", "warn": "yellow", "fail": "bold red"}[result.verdict]
-    console.print(f"[{style}]{verdict_line(result)}[/]")
+    reporter.table(verdict_table(result, f"gradient-masking audit of {name} ({info.label}, "
+                                         f"{result.n} test images, {wall:g} s)"))
+    reporter.result(verdict_line(result), TONE[result.verdict])
     if skipped:
-        console.print(skipped, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {out / 'audit.md'} and audit.json")
+        reporter.block(skipped)
+    reporter.line(f"wrote {out / 'audit.md'} and audit.json")
     return result
 
 
@@ -151,9 +148,9 @@ def _names(paths: list[Path]) -> list[str]:
 
 
 def run_stability(
-    checkpoints: list[Path], console: Console, *, model: ModelSource | None = None, dataset: str | None = None,
-    n_samples: int = 64, sizes: list[float] | None = None, kinds: tuple[str, ...] = KINDS, points: int = 11,
-    data_dir: str | None = None, device: str = "auto", out: Path | None = None, seed: int = 0,
+    checkpoints: list[Path], reporter: Reporter = SILENT, *, model: ModelSource | None = None,
+    dataset: str | None = None, n_samples: int = 64, sizes: list[float] | None = None,
+    kinds: tuple[str, ...] = KINDS, points: int = 11, data_dir: str | None = None, device: str = "auto", out: Path | None = None, seed: int = 0,
 ) -> list[dict]:
     """Measure perturbation growth along depth for each checkpoint and a model given as code
     (`model`, on `dataset`, default digits); write stability.csv, stability.png and stability.json
@@ -175,7 +172,7 @@ def run_stability(
                             "stability follows the hidden state through those") from None
         loaded.append((model.label, net, meta))
     rows: list[dict] = []
-    with console.status("measuring") as status:
+    with reporter.status("measuring") as status:
         for name, net, meta in loaded:
             status.update(f"stability: {name}")
             x, y, _ = load_samples(meta["dataset"], data_dir, n_samples)
@@ -193,6 +190,6 @@ def run_stability(
         "n_samples": n_samples, "sizes": sizes, "kinds": list(kinds),
         "time_points": points, "summary": summary(rows), "provenance": provenance(seed, dev),
     })
-    console.print(summary_table(rows))
-    console.print(f"wrote {out / 'stability.csv'}, stability.png and stability.json")
+    reporter.table(summary_table(rows))
+    reporter.line(f"wrote {out / 'stability.csv'}, stability.png and stability.json")
     return rows

@@ -1,6 +1,7 @@
-"""Input-gradient health: how many cross-entropy gradients are zero, non-finite or vanishing, and
-whether autograd agrees with finite differences of the logit margin (Athalye et al. 2018:
-shattered gradients; Carlini et al. 2019, Sec. 5: compare against finite differences)."""
+"""Input-gradient health: whether autograd gives an input gradient at all (`interrupted_graph`),
+how many cross-entropy gradients are zero, non-finite or vanishing, and whether autograd agrees
+with finite differences of the logit margin (Athalye et al. 2018: shattered gradients; Carlini
+et al. 2019, Sec. 5: compare against finite differences)."""
 from __future__ import annotations
 
 import statistics
@@ -124,3 +125,24 @@ def gradient_stats(
         vanishing=float((finite & (norms < VANISHING)).sum()) / n,
         cosines=cosines,
     )
+
+
+def interrupted_graph(model: nn.Module, x: Tensor) -> str | None:
+    """Why autograd gives no input gradient for `model` at the first image of `x`, or None when it
+    does: Pintor et al.'s "interrupted computational graph" (a detach, a no-grad block, a
+    non-differentiable op such as argmax in the forward pass). Only its absence is checked here;
+    whether the gradient is zero or wrong is `gradient_stats`' business."""
+    xg = x[:1].detach().clone().requires_grad_(True)
+    try:
+        with eval_mode(model), torch.enable_grad():
+            out = model(xg)
+            if not out.requires_grad:
+                return "the output has no autograd history (detached or computed without gradients)"
+            (grad,) = torch.autograd.grad(out.float().sum(), xg, allow_unused=True)
+    except RuntimeError as exc:
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise
+        return f"backward failed: {str(exc).splitlines()[0]}"
+    if grad is None:
+        return "the output does not depend on the input in the autograd graph (the input is detached)"
+    return None

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from rich.table import Table
-
+from ..progress import Table
 from ..report.plot import save_figure
 from ..runinfo import atomic_write_text
 
@@ -32,14 +31,12 @@ def summary(rows: list[dict]) -> list[dict]:
 
 
 def summary_table(rows: list[dict]) -> Table:
-    """The summary as a rich table."""
-    table = Table(title="perturbation growth along depth (Theorem 3.1)")
-    for col in ("model", "kind", "size", "max amplification", "at depth", "final amplification", "max K"):
-        table.add_column(col, justify="left" if col in ("model", "kind") else "right")
-    for r in summary(rows):
-        table.add_row(r["model"], r["kind"], f"{r['size']:g}", f"{r['max amplification']:.3g}", str(r["at depth"]),
-                      f"{r['final amplification']:.3g}", f"{r['max K']:.3g}")
-    return table
+    """The summary as a table, numbers aligned right."""
+    columns = ("model", "kind", "size", "max amplification", "at depth", "final amplification", "max K")
+    return Table("perturbation growth along depth (Theorem 3.1)", columns,
+                 [(r["model"], r["kind"], f"{r['size']:g}", f"{r['max amplification']:.3g}", str(r["at depth"]),
+                   f"{r['final amplification']:.3g}", f"{r['max K']:.3g}") for r in summary(rows)],
+                 right=columns[2:])
 
 
 def plot_amplification(rows: list[dict], path: Path) -> None:

@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 from ..errors import UserError, option
 from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..precision import FP32, Precision, resolve_precision
+from ..progress import SILENT, SILENT_BARS, Bars, Reporter
 from ..report.budget import budget_markdown, budget_plot
 from ..runinfo import atomic_write_text, provenance, shared
 from .request import AttackSpec
@@ -181,16 +182,15 @@ class BudgetCurves:
     """Runs the ladder for every (checkpoint, ε) of a job on fixed test images."""
 
     def __init__(self, job: BudgetJob, x: torch.Tensor, y: torch.Tensor, device: torch.device, dataset_label: str,
-                 on_cell: Callable[[str], None] | None = None,
-                 progress: Callable[[int, int], None] | None = None, precision: Precision = FP32) -> None:
+                 bars: Bars = SILENT_BARS, precision: Precision = FP32) -> None:
         self.job, self.x, self.y, self.device, self.dataset_label = job, x, y, device, dataset_label
         self.precision = precision
-        self.on_cell, self.progress = on_cell, progress
+        self.bars = bars  # one bar per rung: its samples attacked
         self.steps_log = ResultStore(job.out / "steps.csv")
         self.data_sha = _data_sha(x, y)
         # every rung runs on all samples (clean decisions cached per checkpoint), attacking the survivors
         self.runner = Runner(self.steps_log, x, y, job.batch_size, job.seed, device, dataset_label, job.eps_scale,
-                           progress=progress, precision=precision)
+                             progress=bars.update, precision=precision)
 
     def curve(self, target: Target, eps: float) -> list[dict[str, Any]]:
         """The rows of one (checkpoint, ε) curve, running only the rungs not stored yet."""
@@ -231,9 +231,8 @@ class BudgetCurves:
         alive = torch.nonzero(robust).flatten()
         after, grad_calls, queries, unverified = robust.clone(), 0, 0, 0
         if len(alive):
-            if self.on_cell:
-                self.on_cell(f"{target.name} · ε={eps * self.job.eps_scale:g} · {budget.label} "
-                             f"on {len(alive)} samples")
+            self.bars.start(f"{target.name} · ε={eps * self.job.eps_scale:g} · {budget.label} "
+                            f"on {len(alive)} samples")
             # on the full sample set with only the survivors attacked, so each sample's random start
             # (seeded by its index in the evaluated set) is the one `odebench attack` gives it
             row, after = self.runner.bounded_cell(target, spec, eps, alive=robust)
@@ -243,11 +242,20 @@ class BudgetCurves:
                      round(time.perf_counter() - t0, 3))
 
 
-def run_budget_job(job: BudgetJob, on_cell: Callable[[str], None] | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Run every curve of the job; write budget.csv, budget.md, budget.png; return rows and Markdown."""
+def run_budget_job(job: BudgetJob, reporter: Reporter = SILENT) -> tuple[list[dict[str, Any]], str]:
+    """Run every curve of the job with one progress bar per rung; write budget.csv, budget.md,
+    budget.png; report and return the rows and the Markdown."""
     if not job.budgets or len({b.label for b in job.budgets}) != len(job.budgets):
         raise UserError("the budgets must be at least one, with distinct labels")
+    with reporter.bars() as bars:
+        rows, text = _run_curves(job, bars)
+    reporter.block(text)
+    reporter.line(f"wrote {job.out / 'budget.csv'}, budget.md, budget.png (rung state in {job.out / 'state'})")
+    return rows, text
+
+
+def _run_curves(job: BudgetJob, bars: Bars) -> tuple[list[dict[str, Any]], str]:
+    """Load the job's models and samples, record provenance, run every curve, write the files."""
     ev = load_evaluation(job.checkpoints, job.out, "budget.csv, budget.md and the plot", n_samples=job.n_samples,
                          batch_size=job.batch_size, device=job.device, data_dir=job.data_dir,
                          ode_backend=job.ode_backend)
@@ -259,7 +267,7 @@ def run_budget_job(job: BudgetJob, on_cell: Callable[[str], None] | None = None,
         "n_samples": len(ev.y), "batch_size": job.batch_size, "dataset": ev.info.to_dict(),
         "ode_backend": job.ode_backend, **precision.to_dict(),
     })
-    curves = BudgetCurves(job, ev.x, ev.y, ev.device, ev.info.label, on_cell, progress, precision)
+    curves = BudgetCurves(job, ev.x, ev.y, ev.device, ev.info.label, bars, precision)
     rows: list[dict[str, Any]] = []
     with torch.inference_mode(False):
         for target in ev.targets:

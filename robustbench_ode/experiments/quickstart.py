@@ -9,12 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..checkpoint import META, read_meta
-from ..evaluation.run import run_attack_job
+from ..evaluation.attack_progress import run_attack_job
 from ..evaluation.request import AttackJob, AttackSpec
 from ..errors import UserError, option
-from ..reporting import Reporter
-from ..training.run import run_training
-from ..training.trainer import TrainConfig, trained_with
+from ..progress import Reporter
+from ..training.train_progress import run_training
+from ..training.config import TrainConfig, trained_with
 
 MODELS = {
     "resnet20": TrainConfig(model="resnet20", dataset="digits", epochs=6, batch_size=64, lr=0.05),

@@ -18,14 +18,14 @@ from pathlib import Path
 from ..checkpoint import META, read_meta
 from ..data.base import default_data_dir
 from ..errors import UserError, option
-from ..evaluation.run import run_attack_job
+from ..evaluation.attack_progress import run_attack_job
 from ..evaluation.request import AttackJob
-from ..report.paper import PAPER
-from ..reporting import Reporter
+from ..report.published import PAPER
+from ..progress import Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device
-from ..training.run import run_training
-from ..training.trainer import CONFIG, STATE, TrainConfig, trained_with
-from .paper import BUILDERS, build
+from ..training.train_progress import run_training
+from ..training.config import CONFIG, STATE, TrainConfig, trained_with
+from .paper_specs import BUILDERS, build
 from .presets import PRESETS
 from .spec import Experiment, ModelSpec
 

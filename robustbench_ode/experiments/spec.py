@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..evaluation.request import AttackSpec
-from ..training.trainer import TrainConfig
+from ..training.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-from .paper import PAPER, lookup, lookup_clean
+from .published import PAPER, lookup, lookup_clean
 
 
 def eps_label(eps: float, scale: float) -> str:

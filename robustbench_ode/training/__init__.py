@@ -1,2 +1,2 @@
-"""Training: the epoch loop (trainer) and training methods (loss strategies)."""
-from . import adversarial, trades, yopo  # noqa: F401  (registers pgd, trades, yopo in registry.METHODS)
+"""Training: the run's settings (config), the epoch loop (trainer), a run with progress
+(train_progress) and training methods (loss strategies, registered by builtin_methods)."""

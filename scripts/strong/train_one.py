@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 python scripts/strong/train_one.py yan_twin --data-dir ../shared/data
     OMP_NUM_THREADS=1 python scripts/strong/train_one.py yan_ode-noise --preset published --data-dir ../shared/data
 
-Resumes an interrupted run; the TrainConfig is the preset's own (experiments.paper.table1_models).
+Resumes an interrupted run; the TrainConfig is the preset's own (experiments.paper_specs.table1_models).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from robustbench_ode.cli_reporter import RichReporter
-from robustbench_ode.experiments.paper import table1_models
+from robustbench_ode.experiments.paper_specs import table1_models
 from robustbench_ode.experiments.presets import PRESETS
 from robustbench_ode.experiments.reproduce import ensure_trained
 

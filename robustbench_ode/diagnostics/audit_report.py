@@ -1,16 +1,15 @@
-"""Audit results as a verdict line, a rich table, Markdown and JSON."""
+"""Audit results as a verdict line, a table for the reporter, Markdown and JSON."""
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
+from ..progress import Table, Tone
 from ..runinfo import atomic_write_json, atomic_write_text
 from .checks import FAIL, NA, PASS, WARN, AuditResult
 
-STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red", NA: "dim"}
+TONE: dict[str, Tone] = {PASS: "good", WARN: "caution", FAIL: "bad", NA: "muted"}
 
 
 def numbers_text(numbers: dict[str, Any]) -> str:
@@ -32,16 +31,10 @@ def verdict_line(result: AuditResult) -> str:
 
 
 def verdict_table(result: AuditResult, title: str = "gradient-masking audit") -> Table:
-    """The checks as a rich table: name, numbers, pass/warn/fail, explanation."""
-    table = Table(title=title, show_lines=True)
-    table.add_column("check", style="bold")
-    table.add_column("numbers")
-    table.add_column("verdict")
-    table.add_column("explanation")
-    for check in result.checks:
-        table.add_row(check.name, numbers_text(check.numbers), f"[{STYLE[check.status]}]{check.status}[/]",
-                      check.explanation)
-    return table
+    """The checks as a table: name, numbers, pass/warn/fail (in its tone), explanation."""
+    return Table(title, ("check", "numbers", "verdict", "explanation"),
+                 [(c.name, numbers_text(c.numbers), (c.status, TONE[c.status]), c.explanation) for c in result.checks],
+                 bold=("check",), lines=True)
 
 
 def to_markdown(result: AuditResult, header: dict[str, Any]) -> str:

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, option
-from ..reporting import SILENT, Reporter
-from .trainer import TrainConfig, Trainer
+from ..progress import SILENT, Reporter
+from .config import TrainConfig
+from .trainer import Trainer
 
 
 def run_training(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter = SILENT) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..errors import UserError, option
 from ..evaluation.request import AttackSpec
-from ..training.trainer import TrainConfig
+from ..training.config import TrainConfig
 from .presets import Preset
 from .spec import Experiment, ModelSpec, Part
 
