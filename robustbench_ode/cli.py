@@ -122,8 +122,9 @@ def train(
     if "model" not in values:
         raise UserError("--model is required (see: odebench list models)")
     cfg = TrainConfig(**values)
+    cfg.validate()
     run_dir = out or Path("runs") / f"{cfg.model}-{cfg.dataset}-s{cfg.seed}"
-    from .cli_train import run_training
+    from .cli_train import run_training  # torch and the engine: only once the arguments are valid
 
     run_training(cfg, run_dir, resume, console)
 
@@ -418,6 +419,11 @@ def reproduce(
                                        "(<zoo>/<preset>/<dataset>/<key>/, taken only if trained with the same settings)"),
 ) -> None:
     """Reproduce the paper's experiments: train missing checkpoints, attack, compare with the published numbers."""
+    from .experiments.paper_specs import experiment_names
+    from .experiments.presets import check_preset
+
+    check_preset(preset)
+    experiment_names(experiments)
     from .cli_reporter import RichReporter
     from .experiments.reproduce import reproduce as run
 
@@ -513,10 +519,11 @@ def claims_check(
 ) -> None:
     """Run a claim's published protocol, then the converged ladder and the audit; print claimed vs measured."""
     from .claims import get_claim
+
+    claim = get_claim(name, ledger)
     from .claims.check import check_claim, claim_markdown
     from .cli_reporter import RichReporter
 
-    claim = get_claim(name, ledger)
     report = check_claim(claim, weights, out or Path("runs/claims") / name, data_dir=data_dir, n_samples=n_samples,
                          protocol_samples=protocol_samples, budgets=budgets, audit=audit, device=device, seed=seed,
                          precision=precision, reporter=RichReporter(console))

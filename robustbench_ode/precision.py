@@ -9,7 +9,7 @@ sub-second timed probe decides, and its answer is cached per machine.
 
 Only gradients and training steps run in bf16. Every decision that is reported (clean accuracy,
 the verification of an adversarial point, the final count) is made by the fp32 model:
-`GradientsIn` wraps a model for the attack's gradients only. Adaptive-solver ODEs stay fp32
+`models.base.GradientsIn` wraps a model for the attack's gradients only. Adaptive-solver ODEs stay fp32
 (`for_model`): bf16's 8-bit mantissa would feed the step-size controller's error estimate.
 """
 from __future__ import annotations
@@ -21,11 +21,13 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import UserError, option
+
+if TYPE_CHECKING:  # torch is imported by the functions that compute: the CLI validates without it
+    import torch
+    from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 CPU flags with bf16 arithmetic in hardware
@@ -79,6 +81,8 @@ class Precision:
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """bf16 autocast on `device` when bf16; a no-op for fp32."""
+        import torch
+
         if self.bf16:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -92,8 +96,10 @@ class Precision:
         return self
 
     def differentiated(self, model: nn.Module) -> nn.Module:
-        """What an attack takes gradients of: `model` itself in fp32, `GradientsIn(model, self)` in bf16."""
-        return GradientsIn(model, self) if self.bf16 else model
+        """What an attack takes gradients of: `model` itself in fp32, `models.base.GradientsIn(model)` in bf16."""
+        from .models.base import GradientsIn
+
+        return GradientsIn(model) if self.bf16 else model
 
     def to_dict(self) -> dict[str, str]:
         return {"precision": self.name, "precision_requested": self.requested, "precision_reason": self.reason}
@@ -109,6 +115,9 @@ def _cache_file() -> Path:
 
 def probe_bf16_speedup(repeats: int = 3) -> float:
     """fp32 time / bf16 time of a small conv net's forward and backward on this CPU (< 1 s)."""
+    import torch
+    from torch import nn
+
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
     x = torch.randn(32, 16, 32, 32).to(memory_format=torch.channels_last)
@@ -129,6 +138,8 @@ def probe_bf16_speedup(repeats: int = 3) -> float:
 
 def _probe_cached() -> float:
     """The probe's speed-up, measured once per machine (CPU model and torch version) and cached."""
+    import torch
+
     key = f"{cpu_description()['cpu']}|torch {torch.__version__}"
     path = _cache_file()
     try:
@@ -151,6 +162,8 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
         raise UserError(f"{option('precision')} must be one of {', '.join(PRECISIONS)}, got '{requested}'")
     if requested != "auto":
         return Precision(requested, requested, "requested")
+    import torch
+
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return Precision("bf16", "auto", f"{torch.cuda.get_device_name(device)} supports bf16")
@@ -168,18 +181,3 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     speedup = _probe_cached()
     name = "bf16" if speedup >= 1.2 else "fp32"
     return Precision(name, "auto", f"timed probe: bf16 {speedup:.2f}x fp32's speed")
-
-
-class GradientsIn(nn.Module):
-    """`model` evaluated under bf16 autocast with fp32 logits out: what an attack differentiates.
-
-    The wrapped model is shared, not copied; decisions are made by calling `model` itself.
-    """
-
-    def __init__(self, model: nn.Module, precision: Precision) -> None:
-        super().__init__()
-        self.model, self.precision = model, precision
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self.precision.autocast(x.device):
-            return self.model(x).float()

@@ -8,7 +8,8 @@ from torch import nn
 
 from robustbench_ode import precision as prec
 from robustbench_ode.errors import UserError
-from robustbench_ode.precision import GradientsIn, Precision, resolve_precision
+from robustbench_ode.models.base import GradientsIn
+from robustbench_ode.precision import Precision, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -75,7 +76,7 @@ def test_gradients_in_bf16_return_fp32_logits_of_the_same_model():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     x = torch.rand(5, 1, 4, 4)
-    wrapped = GradientsIn(model, Precision("bf16", "bf16", "test"))
+    wrapped = GradientsIn(model)
     out = wrapped(x)
     assert out.dtype == torch.float32
     assert not torch.equal(out, model(x)) and torch.allclose(out, model(x), atol=0.05)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..runinfo import read_toml
+
+if TYPE_CHECKING:  # reading the ledger needs no torch (`odebench claims` answers at once)
+    import torch
 
 LEDGER = Path(__file__).with_name("published")
 SAMPLINGS = ("numpy-choice", "first", "balanced")
@@ -63,6 +63,9 @@ class Sampling:
 
     def indices(self, labels: torch.Tensor) -> torch.Tensor:
         """The chosen test indices, in the paper's order."""
+        import numpy as np
+        import torch
+
         total = len(labels)
         if self.n + self.skip > total:
             raise UserError(f"the protocol needs {self.n + self.skip} test images; the test split has {total}")

@@ -135,6 +135,15 @@ BUILDERS: dict[str, tuple[str, Callable[[Preset, dict[str, str]], list[Part]], t
 }
 
 
+def experiment_names(names: list[str]) -> list[str]:
+    """'all' -> E1..E5; otherwise the names upper-cased, each one known (else a UserError)."""
+    wanted = list(BUILDERS) if [n.upper() for n in names] == ["ALL"] else [n.upper() for n in names]
+    for name in wanted:
+        if name not in BUILDERS:
+            raise UserError(f"unknown experiment '{name}' (known: {', '.join(BUILDERS)}, all)")
+    return wanted
+
+
 def build(name: str, preset: Preset, datasets: dict[str, str]) -> Experiment:
     """Experiment `name` at `preset`; `datasets` maps 'mnist'/'cifar10' to registered dataset names
     (only the kinds present are built, so a run can cover one half of a table)."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..errors import UserError, option
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -266,3 +268,9 @@ PUBLISHED = replace(
 )
 
 PRESETS = {p.name: p for p in (PAPER, CPU, FAST, STRONG, PUBLISHED)}
+
+
+def check_preset(name: str) -> None:
+    """A UserError naming `preset` unless `name` is one of PRESETS."""
+    if name not in PRESETS:
+        raise UserError(f"{option('preset')} must be one of {', '.join(PRESETS)}, got '{name}'")

@@ -25,8 +25,8 @@ from ..progress import Reporter
 from ..runinfo import atomic_write_json, atomic_write_text, provenance, resolve_device
 from ..training.train_progress import run_training
 from ..training.config import CONFIG, STATE, TrainConfig, trained_with
-from .paper_specs import BUILDERS, build
-from .presets import PRESETS
+from .paper_specs import build, experiment_names
+from .presets import PRESETS, check_preset
 from .spec import Experiment, ModelSpec
 
 
@@ -142,9 +142,8 @@ def reproduce(names: list[str], preset: str, out: Path, data_dir: str | None, de
               only: str | None, cifar: str | None, reporter: Reporter, precision: str = "auto",
               zoo: Path | None = None) -> None:
     """Build and run the named experiments ('all' for E1-E5) at a preset."""
-    if preset not in PRESETS:
-        raise UserError(f"{option('preset')} must be one of {', '.join(PRESETS)}, got '{preset}'")
-    wanted = list(BUILDERS) if [n.upper() for n in names] == ["ALL"] else [n.upper() for n in names]
+    check_preset(preset)
+    wanted = experiment_names(names)
     datasets = resolve_datasets(data_dir, only, cifar)
     experiments = [build(name, PRESETS[preset], datasets) for name in wanted]  # validate all before running any
     for exp in experiments:

@@ -155,3 +155,17 @@ def fast_layout(model: nn.Module, channels_last: bool) -> nn.Module:
     if channels_last and nfe_of(model) is None:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+class GradientsIn(nn.Module):
+    """`model` evaluated under bf16 autocast with fp32 logits out: what an attack differentiates
+    (`Precision.differentiated`). The wrapped model is shared, not copied; decisions are made by
+    calling `model` itself, in fp32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.model(x).float()

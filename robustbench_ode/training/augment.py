@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import UserError, option
 from ..registry import parse_number
 
-Augment = Callable[[torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:  # each transform imports torch when it runs: parsing `--augment` stays torch-free
+    import torch
+
+Augment = Callable[["torch.Tensor"], "torch.Tensor"]
 
 AUGMENT_HELP = ("a '+'-separated list of crop:PAD (random crop after zero-padding PAD pixels per side), flip "
                 "(random horizontal flip), gaussian:SIGMA[,SIGMA...][:p=P] (noise with SIGMA drawn per image, on "
@@ -37,6 +38,8 @@ class GaussianNoise:
     p: float = 1.0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         n = x.shape[0]
         sigma = torch.tensor(self.sigmas, dtype=x.dtype)[torch.randint(len(self.sigmas), (n,))]
         scale = torch.where(torch.rand(n) < self.p, sigma, 0.0).view(n, *[1] * (x.dim() - 1))
@@ -48,6 +51,8 @@ class HorizontalFlip:
     """Mirrors each image left-right with probability 1/2."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         flip = (torch.rand(x.shape[0]) < 0.5).to(x.device).view(-1, *[1] * (x.dim() - 1))
         return torch.where(flip, x.flip(-1), x)
 
@@ -60,6 +65,8 @@ class RandomCrop:
     pad: int
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         n, _, h, w = x.shape
         padded = torch.nn.functional.pad(x, (self.pad,) * 4)
         dy, dx = (torch.randint(2 * self.pad + 1, (n,)).to(x.device) for _ in range(2))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, option
+from ..registry import DATASETS, METHODS, MODELS
 
 STATE = "train_state.pt"
 CONFIG = "config.json"
@@ -47,8 +48,8 @@ class TrainConfig:
     eval_batch_size: int = 500
 
     def validate(self) -> None:
-        """Range checks on numbers, the precision and the augmentation; a violation is a UserError.
-        (The last two are torch's modules' business: validating imports torch.)"""
+        """Range checks on numbers, the precision, the augmentation, the model, dataset and method and
+        their options; a violation is a UserError. Imports no torch (the CLI validates first)."""
         from ..precision import PRECISIONS
         from .augment import parse_augment
 
@@ -74,6 +75,9 @@ class TrainConfig:
             raise UserError(f"{option('snapshots')} must be epochs from 1 to {option('epochs')} ({self.epochs}), "
                             f"got {self.snapshots}")
         parse_augment(self.augment)
+        MODELS.get(self.model).parse_options(self.model_options)  # names and options from the registries'
+        DATASETS.get(self.dataset)  # catalogue: no torch yet
+        METHODS.get(self.method).parse_options(self.method_options)
 
 
 # Where and in which arithmetic a run computes, not what it trains: a run resumes (or is reused) on
