@@ -86,6 +86,9 @@ def train(
     gamma: Optional[float] = typer.Option(None, help="multistep schedule: lr factor at each milestone (default 0.1)"),
     snapshots: Optional[str] = typer.Option(None, help="also write a checkpoint after these epochs, e.g. 4,8,16, "
                                             "into RUN/epoch-004 ... (may change on --resume)"),
+    train_solver: Optional[str] = typer.Option(None, help="ODE models: integrate training steps with this solver, "
+                                               "e.g. rk4:step_size=0.25 (the model's own solver gives the test "
+                                               "accuracy and every attack)"),
     method: Optional[str] = typer.Option(None, help="training method: standard, or an adversarial one (odebench list)"),
     method_arg: Optional[list[str]] = typer.Option(None, "--method-arg", help="method option key=value"),
     augment: Optional[str] = typer.Option(None, help="training-input augmentations, '+'-separated: crop:PAD, flip, "
@@ -112,6 +115,7 @@ def train(
     flags = dict(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                  weight_decay=weight_decay, schedule=schedule, lr_step=lr_step, method=method, augment=augment,
                  milestones=_epochs(milestones, "--milestones"), gamma=gamma, snapshots=_epochs(snapshots, "--snapshots"),
+                 train_solver=train_solver,
                  data_dir=data_dir, subset=subset, test_subset=test_subset, seed=seed, device=device, precision=precision,
                  channels_last=channels_last)
     values.update({k: v for k, v in flags.items() if v is not None})

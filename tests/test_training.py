@@ -86,6 +86,29 @@ def test_out_of_range_settings_are_user_errors_naming_the_setting(tmp_path, bad)
     assert err.value.options == [name]
 
 
+ODE = {"model": "odenet", "dataset": "digits", "model_options": {"channels": 4}, "epochs": 1, "batch_size": 128,
+       "lr": 1e-2, "device": "cpu", "subset": 256, "test_subset": 100}
+
+
+def test_a_training_solver_trains_the_odes_weights_and_leaves_its_own_solver_for_evaluation(tmp_path):
+    trainer = Trainer(TrainConfig(**ODE, train_solver="rk4:step_size=0.25"), tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    meta = trainer.run()
+    assert [h["nfe_forward"] for h in meta["history"]] == [16]  # 4 rk4 steps of 4 evaluations each
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert trainer.model.body.block.config.solver == "dopri5" and meta["model_options"].get("solver", "dopri5") == "dopri5"
+    assert meta["training"]["train_solver"] == "rk4:step_size=0.25"
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (TINY | {"train_solver": "rk4:step_size=0.25"}, "^train_solver applies to ODE models"),
+    (ODE | {"train_solver": "leapfrog"}, "^train_solver 'leapfrog': unknown solver"),
+])
+def test_a_training_solver_needs_an_ode_model_and_a_known_solver(tmp_path, cfg, message):
+    with pytest.raises(UserError, match=message):
+        Trainer(TrainConfig(**cfg), tmp_path / "run")
+
+
 def test_onecycle_warms_up_then_anneals_per_batch_and_resumes_to_the_same_weights(tmp_path):
     cfg = TINY | {"epochs": 3, "schedule": "onecycle"}
     straight = Trainer(TrainConfig(**cfg), tmp_path / "straight")

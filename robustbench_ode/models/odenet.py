@@ -156,21 +156,22 @@ class ODEClassifier(ImageClassifier):
         return twin.train(self.training)
 
 
-def parse_solver_spec(text: str) -> dict[str, Any]:
+def parse_solver_spec(text: str, setting: str = "grad_solver") -> dict[str, Any]:
     """'rk4:step_size=0.05:adjoint=false' -> `ODEClassifier.with_solver` options, validated and typed.
 
     The first field names a torchdiffeq solver (or torchode's tsit5); the rest are `with_solver`
     options (step_size, adjoint, rtol, atol, max_nfe, backend). A bad solver, option or value is
-    a UserError naming the option `grad_solver` (the attack setting that takes this text).
+    a UserError naming `setting`, the option that took this text (an attack's `grad_solver`,
+    training's `train_solver`).
     """
     solver, *pairs = [part.strip() for part in text.split(":")]
     if solver not in SOLVER_NAMES + tuple(TORCHODE_METHODS):
-        raise UserError(f"{option('grad_solver')} '{text}': unknown solver '{solver}' (torchdiffeq methods: "
+        raise UserError(f"{option(setting)} '{text}': unknown solver '{solver}' (torchdiffeq methods: "
                         f"{', '.join(SOLVER_NAMES)}; torchode methods: {', '.join(TORCHODE_METHODS)}); "
                         "example: rk4:step_size=0.05")
     options = options_of(ODEClassifier.with_solver)
-    entry = Entry(solver, ODEClassifier.with_solver, "", options, option("grad_solver"))
-    return {"solver": solver} | entry.parse_options(parse_kv(pairs, option("grad_solver")))
+    entry = Entry(solver, ODEClassifier.with_solver, "", options, option(setting))
+    return {"solver": solver} | entry.parse_options(parse_kv(pairs, option(setting)))
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=list)  # 'multistep': epochs after which lr *= gamma ([]: 50%, 75%)
     gamma: float = 0.1  # 'multistep': the factor at each milestone
     snapshots: list[int] = field(default_factory=list)  # epochs after which a checkpoint goes to epoch-NNN/
+    # ODE models: the solver training steps integrate with, e.g. rk4:step_size=0.25 ("": the model's own);
+    # the model's own solver makes the test accuracy, the checkpoint and every attack
+    train_solver: str = ""
     method: str = "standard"
     method_options: dict[str, Any] = field(default_factory=dict)
     augment: str = ""  # training inputs only: "" (none), e.g. crop:4+flip or gaussian:SIGMA (augment.parse_augment)

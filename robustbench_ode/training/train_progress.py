@@ -25,6 +25,7 @@ def run_training(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Re
         f"({len(trainer.splits.train_y)} train / {len(trainer.splits.test_y)} test), "
         f"{resolved['optimizer']} lr={resolved['lr']} schedule={resolved['schedule']}, "
         f"method={cfg.method}, device={trainer.device}"
+        + (f", training steps through {cfg.train_solver}" if cfg.train_solver else "")
         + (f", resuming at epoch {trainer.start_epoch + 1}" if trainer.start_epoch else "")
     )
     with reporter.bars(transient=True) as bars:

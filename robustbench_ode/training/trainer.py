@@ -28,7 +28,8 @@ from ..data import Splits, load_dataset
 from ..errors import UserError, option
 from ..models import build_model
 from ..registry import MODELS
-from ..models.base import fast_layout, nfe_of
+from ..models.base import fast_layout, has_ode_solver, nfe_of, solver_surrogate
+from ..models.odenet import parse_solver_spec
 from ..precision import resolve_precision
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
 from .augment import parse_augment
@@ -120,6 +121,7 @@ class Trainer:
         self.channels_last = (self.precision.bf16 and self.device.type == "cpu" and batchnorm) \
             if cfg.channels_last is None else cfg.channels_last
         self.model = fast_layout(model, self.channels_last)
+        self.stepped = self._training_solver(self.model)
         self.model_options = MODELS.get(cfg.model).resolve(cfg.model_options)
         self.method_options = method_entry(cfg.method).resolve(cfg.method_options)
         steps = -(-len(self.splits.train_y) // cfg.batch_size)
@@ -141,13 +143,22 @@ class Trainer:
         then never a collective, so methods may run the model a different number of times in
         each process."""
         if self.processes == 1:
-            return self.model
+            return self.stepped
         from torch.nn.parallel import DistributedDataParallel
 
         cuda = self.device.type == "cuda"
         return DistributedDataParallel(
-            self.model, device_ids=[torch.cuda.current_device()] if cuda else None, forward_sync_buffers=False,
+            self.stepped, device_ids=[torch.cuda.current_device()] if cuda else None, forward_sync_buffers=False,
             process_group=None if cuda else distributed.cpu_group())
+
+    def _training_solver(self, model: nn.Module) -> nn.Module:
+        """What training steps run: `model`, or with `train_solver` the same weights integrated by that
+        solver (`models.base.solver_surrogate`: every parameter shared, so the optimiser trains `model`)."""
+        if not self.cfg.train_solver:
+            return model
+        if not has_ode_solver(model):
+            raise UserError(f"{option('train_solver')} applies to ODE models; '{self.cfg.model}' has no ODE solver")
+        return solver_surrogate(model, **parse_solver_spec(self.cfg.train_solver, "train_solver"))
 
     def _load_state(self) -> None:
         state_file = self.out / STATE
@@ -225,7 +236,7 @@ class Trainer:
                 correct += (logits.argmax(1) == yb).sum().item()
                 if on_batch:
                     rate = seen / max(1e-9, time.perf_counter() - t0)
-                    on_batch(epoch, b, loss_sum / seen, correct / seen, nfe_of(self.model), rate)
+                    on_batch(epoch, b, loss_sum / seen, correct / seen, nfe_of(self.stepped), rate)
             if not self.per_batch_schedule:
                 self.scheduler.step()
             dt = time.perf_counter() - t0
@@ -242,7 +253,7 @@ class Trainer:
                 "seconds": round(dt, 3),
                 "img_per_s": round(seen / max(1e-9, dt), 1),
                 "precision": self.precision.name,
-                **(nfe_of(self.model) or {}),
+                **(nfe_of(self.stepped) or {}),
             }
             self.history.append(record)
             snapshot = epoch + 1 in cfg.snapshots and epoch + 1 < cfg.epochs
@@ -278,7 +289,8 @@ class Trainer:
             "method": self.cfg.method,
             "method_options": self.method_options,
             "training": self.resolved | self.precision.to_dict() | {
-                "batch_size": self.cfg.batch_size, "channels_last": self.channels_last, "augment": self.cfg.augment},
+                "batch_size": self.cfg.batch_size, "channels_last": self.channels_last, "augment": self.cfg.augment,
+                **({"train_solver": self.cfg.train_solver} if self.cfg.train_solver else {})},
             "metrics": {
                 "test_acc": test_acc,
                 "final_train_loss": history[-1]["train_loss"] if history else None,
