@@ -1,6 +1,6 @@
 """How library code (training, attack grids, audits, experiments) tells someone how it is going,
 without knowing who listens: the one interface all of it reports through. The CLI draws it with
-rich (`cli_reporter.RichReporter`), the Python API logs it (`LoggingReporter`), tests may pass
+rich (`cli.rich_reporter.RichReporter`), the Python API logs it (`LoggingReporter`), tests may pass
 `SILENT`. Nothing here imports rich."""
 from __future__ import annotations
 

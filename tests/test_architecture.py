@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_ode"
 
 # Lowest first, as docs/architecture.md draws them. A part is a subpackage or a top-level module
-# (`cli` also covers cli_*.py); the package's own __init__ is the Python API's front door.
+# (`cli` is the command line's subpackage); the package's own __init__ is the Python API's front door.
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"errors", "version", "registry", "progress", "distributed", "ode_backends"}),
     ("data", {"data"}),
@@ -41,7 +41,7 @@ def _part(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:
         return "__init__"
-    return "cli" if parts[1].startswith("cli_") else parts[1]
+    return parts[1]
 
 
 LAYER_OF = {part: i for i, (_, parts) in enumerate(LAYERS) for part in parts}

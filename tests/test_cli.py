@@ -129,9 +129,8 @@ COMMAND_SUGGESTIONS = {
 
 
 def _domain_modules() -> list[Path]:
-    """Every module of the package except the command line's (cli.py, cli_*.py)."""
-    return [path for path in sorted(PACKAGE.rglob("*.py"))
-            if not (path.parent == PACKAGE and path.name.startswith("cli"))]
+    """Every module of the package except the command line's (the `cli` subpackage)."""
+    return [path for path in sorted(PACKAGE.rglob("*.py")) if (PACKAGE / "cli") not in path.parents]
 
 
 def _user_errors(path: Path) -> list[tuple[int, str]]:

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from robustbench_ode.cli_reporter import RichReporter
+from robustbench_ode.cli.rich_reporter import RichReporter
 from robustbench_ode.experiments import quickstart
 
 

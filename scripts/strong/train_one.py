@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from robustbench_ode.cli_reporter import RichReporter
+from robustbench_ode.cli.rich_reporter import RichReporter
 from robustbench_ode.experiments.paper_specs import table1_models
 from robustbench_ode.experiments.presets import PRESETS
 from robustbench_ode.experiments.reproduce import ensure_trained

@@ -14,7 +14,8 @@ import robustbench_ode
 assert "/tmp/old" in robustbench_ode.__file__, f"run with the old code on PYTHONPATH, not {robustbench_ode.__file__}"
 from rich.console import Console
 from robustbench_ode.cli_attack import run_attack_command
-from robustbench_ode.evaluation.request import AttackJob, AttackSpec
+from robustbench_ode.evaluation.runner import AttackSpec
+from robustbench_ode.evaluation.session import AttackJob
 
 M = Path("/work/main/runs/reproduce/cpu/models")
 OUT = Path("/work/main/runs/before")

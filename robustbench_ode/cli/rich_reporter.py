@@ -12,7 +12,7 @@ from rich.status import Status
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from .progress import Cell, Table, Tone
+from ..progress import Cell, Table, Tone
 
 TONE_STYLE: dict[Tone, str] = {"good": "green", "caution": "yellow", "bad": "bold red", "muted": "dim"}
 
