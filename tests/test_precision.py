@@ -21,6 +21,7 @@ CPU = torch.device("cpu")
     ({"sse2", "avx2", "amx_tile", "amx_bf16"}, "bf16"),
 ])
 def test_auto_uses_bf16_only_on_cpus_with_native_bf16_and_says_why(monkeypatch, flags, expected):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # oneDNN not capped (see the next test)
     monkeypatch.setattr(prec, "cpu_flags", lambda: flags)
     monkeypatch.setattr(prec, "_probe_cached", lambda: pytest.fail("x86 flags decide without a probe"))
     chosen = resolve_precision("auto", CPU)

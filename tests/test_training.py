@@ -156,6 +156,7 @@ def test_auto_precision_trains_in_bf16_on_native_bf16_cpus_and_measures_test_acc
     from robustbench_ode.training import methods, trainer
 
     monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     seen = []
     real_step = methods.Standard.train_step
     monkeypatch.setattr(methods.Standard, "train_step",
