@@ -316,8 +316,8 @@ def check_transfer_failure(bench: Bench, cfg: AuditConfig) -> CheckResult:
     numbers: dict = {"eps": _r(cfg.eps), "samples": len(idx)}
     worst, worst_name = 0.0, ""
     for label, surrogate in surrogates.items():
-        attack = GRADIENT_ATTACKS["PGD-10"](cfg)
-        attack.early_stop = False  # a point barely past the surrogate's boundary is a weak transfer
+        # no early stop: a point barely past the surrogate's boundary is a weak transfer
+        attack = GRADIENT_ATTACKS["PGD-10"](cfg).with_options(early_stop=False)
         points = []
         for i in range(0, len(idx), bench.batch_size):
             xb, yb = x[i : i + bench.batch_size].to(bench.device), y[i : i + bench.batch_size].to(bench.device)
