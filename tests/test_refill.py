@@ -102,3 +102,22 @@ def test_known_correct_skips_only_the_clean_check(trained, digits):
     b = skipped(trained, x, y, 0.1, batch_size=BATCH, known_correct=True)
     assert torch.allclose(a, b, rtol=0, atol=1e-6) and torch.equal(checked.claimed, skipped.claimed)
     assert skipped.grad_calls == checked.grad_calls and skipped.queries == checked.queries - len(x)
+
+
+class Keeper(nn.Module):
+    """The model, keeping every input it is given and a copy of it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.kept = model, []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.kept.append((x, x.detach().clone()))
+        return self.model(x)
+
+
+def test_points_given_to_the_model_are_never_changed_afterwards(trained, digits):
+    model = Keeper(trained)
+    ATTACKS.get("pgd").build(steps=10, step_size=0.02, restarts=2)(model, digits.test_x[:60], digits.test_y[:60], 0.1,
+                                                                   batch_size=BATCH)
+    assert len(model.kept) > 10 and all(torch.equal(x.detach(), copy) for x, copy in model.kept)

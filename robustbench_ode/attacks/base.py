@@ -169,7 +169,8 @@ class Attack:
         if unknown:
             raise AttributeError(f"attack '{self.name}' has no option {', '.join(unknown)}")
         attack = copy.copy(self)
-        attack.__dict__.update(options)
+        for key, value in options.items():
+            setattr(attack, key, value)  # through a property's setter where the option is one
         attack.reset_counters()
         attack.claimed, attack._record = None, None
         return attack

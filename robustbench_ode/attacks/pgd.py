@@ -105,6 +105,7 @@ class PGD(Attack):
             record.finish(rows[ended], xk[ended])
             again = ended & (restart + 1 < self.restarts) & ~record.found[rows]
             go = keep & moving
+            xk = xk.clone()  # the next iterates are new points: a model may keep the ones it was given
             if go.any():
                 xg = xk[go] + alpha * steepest_direction(grad[go[moving]], self.norm)
                 xk[go] = project(xg, x[rows[go]], eps, self.norm)
