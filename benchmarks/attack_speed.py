@@ -68,7 +68,8 @@ def attack_only(tool: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     if tool == "torchattacks":
         t0 = time.perf_counter()
         for i in range(0, len(x), batch):
-            torchattacks.PGD(model, eps=EPS, alpha=STEP, steps=STEPS, random_start=True)(x[i : i + batch], y[i : i + batch])
+            pgd = torchattacks.PGD(model, eps=EPS, alpha=STEP, steps=STEPS, random_start=True)
+            pgd(x[i : i + batch], y[i : i + batch])
         return time.perf_counter() - t0, STEPS * len(x)
     attack = ATTACKS.get("pgd").build(steps=STEPS, step_size=STEP)
     t0 = time.perf_counter()
@@ -97,8 +98,8 @@ def main() -> None:
     print(f"CPU: {cpu['cpu']}, flags {', '.join(cpu['cpu_flags'])}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, foolbox {fb.__version__}; "
           f"odebench precision {args.precision} -> {precision.name} ({precision.reason}); kernels "
-          f"{torch.backends.cpu.get_cpu_capability()} (ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '')}, "
-          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '')})\n")
+          f"{torch.backends.cpu.get_cpu_capability()} (ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '')},"
+          f" ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '')})\n")
     print("| checkpoint | tool | img/s | gradient steps/s | attack-only steps/s | robust accuracy (%) | precision |")
     print("|---|---|---|---|---|---|---|")
     for ckpt in args.checkpoint:
@@ -110,7 +111,8 @@ def main() -> None:
         best: dict[str, tuple[float, float, float]] = {}
         alone: dict[str, float] = {}  # attack-only gradient steps/s, best round
         with torch.no_grad():
-            right = torch.cat([model(x[i : i + args.batch_size]).argmax(1) for i in range(0, len(x), args.batch_size)]) == y
+            batches = range(0, len(x), args.batch_size)
+            right = torch.cat([model(x[i : i + args.batch_size]).argmax(1) for i in batches]) == y
         prec = "fp32"
         for _ in range(args.rounds):
             if "odebench" in tools:
@@ -130,7 +132,8 @@ def main() -> None:
                 sec, grads = attack_only(tool, model, x[right], y[right], args.batch_size)
                 alone[tool] = max(alone.get(tool, 0.0), grads / sec)
         for tool, (sec, grads, acc) in best.items():
-            print(f"| {name} | {tool} | {len(y) / sec:,.0f} | {grads / sec:,.0f} | {alone.get(tool, float('nan')):,.0f} | "
+            steps_alone = alone.get(tool, float("nan"))
+            print(f"| {name} | {tool} | {len(y) / sec:,.0f} | {grads / sec:,.0f} | {steps_alone:,.0f} | "
                   f"{100 * acc:.2f} | {prec if tool == 'odebench' else 'fp32'} |")
 
 

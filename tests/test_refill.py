@@ -49,7 +49,8 @@ def alone(attack, model, x, y, eps):
     """The attack on each batch of BATCH samples by itself: points, claims."""
     points, claims = [], []
     for i in range(0, len(x), BATCH):
-        points.append(attack(model, x[i : i + BATCH], y[i : i + BATCH], eps, ids=torch.arange(i, i + len(x[i : i + BATCH]))))
+        ids = torch.arange(i, min(i + BATCH, len(x)))
+        points.append(attack(model, x[i : i + BATCH], y[i : i + BATCH], eps, ids=ids))
         claims.append(attack.claimed)
     return torch.cat(points), torch.cat(claims)
 
