@@ -105,8 +105,8 @@ def test_defaults_are_the_standard_version_and_only_linf_is_accepted():
     assert (defaults["version"], defaults["eot_iter"]) == ("standard", 1 * 20)
     rand = entry.build(version="rand")
     assert [name for name, _ in rand.members()] == ["apgd-ce", "apgd-dlr"] and rand.eot == 20
-    rand.eot = 5  # an explicit --eot wins over eot_iter
-    assert rand.eot == 5 and entry.build().eot == 1
+    assert rand.with_options(eot=5).eot == 5 and rand.eot == 20  # an explicit --eot wins over eot_iter
+    assert entry.build().eot == 1
     with pytest.raises(UserError, match="version"):
         entry.build(version="plus")
 
@@ -194,7 +194,7 @@ def test_the_ensembles_eot_reaches_every_gradient_member(trained, data):
     plain = autoattack(ode_extras=True, **EXTRAS)
     x_plain = plain(trained, x, y, EPS)
     eot = autoattack(ode_extras=True, **EXTRAS)
-    eot.eot = 2
+    eot = eot.with_options(eot=2)
     assert torch.equal(eot(trained, x, y, EPS), x_plain)
     assert eot.grad_calls == 2 * plain.grad_calls > 0
     assert eot.queries == plain.queries
@@ -279,7 +279,7 @@ def test_fab_t_breaks_exactly_what_torchattacks_fab_t_breaks_and_without_early_s
         assert 0 < ta_broken.sum() < correct(trained, x, y).sum()
         for early_stop in (True, False):
             attack = ATTACKS.get("fab").build(steps=20, targets=3)
-            attack.early_stop = early_stop
+            attack = attack.with_options(early_stop=early_stop)
             x_adv = attack(trained, x, y, eps)
             broken = correct(trained, x, y) & ~correct(trained, x_adv, y)
             assert torch.equal(broken, ta_broken), (eps, early_stop)

@@ -115,7 +115,7 @@ def test_boundary_counts_a_failed_start_when_no_pool_image_is_suitable(digits):
     # every pool image of another class is misclassified (as 0), those of class 0 share the label
     x, y = digits.test_x[:3], torch.zeros(3, dtype=torch.long)
     attack = build()
-    attack.pool = (digits.test_x, digits.test_y)
+    attack = attack.with_options(pool=(digits.test_x, digits.test_y))
     norms = attack.min_perturbation(AlwaysZero(), x, y)
     assert torch.isinf(norms).all()
     assert attack.stats == {"failed_starts": 3, "pool_starts": 0}
@@ -136,7 +136,7 @@ def test_boundary_starts_from_the_nearest_correctly_classified_pool_image_of_ano
     x, y, n_zero = gated_batch
     pool = (digits.test_x, digits.test_y)
     attack = build()
-    attack.pool = pool
+    attack = attack.with_options(pool=pool)
     x_adv, norms = attack.minimal(gate, x, y)
     assert torch.isfinite(norms).all() and (norms > 0).all()
     assert (predict(gate, x_adv) != y).all()
@@ -161,7 +161,7 @@ def test_boundary_pool_start_is_the_brute_force_nearest_suitable_image_and_is_fo
     want, dist = nearest_suitable(trained, pool, x, y)
     assert torch.isfinite(dist).all() and not (want == px[nearest]).flatten(1).all(1).any()
     attack = build()
-    attack.pool = pool
+    attack = attack.with_options(pool=pool)
     starts, found = attack._pool_starts(trained, x, y, batch=len(x))
     assert found.all()
     assert torch.equal(starts, want)
@@ -174,7 +174,7 @@ def test_boundary_counts_every_model_call_in_queries(gate, gated_batch, digits):
     x, y, _ = gated_batch
     counted = Counter(gate)
     attack = build()
-    attack.pool = (digits.test_x, digits.test_y)
+    attack = attack.with_options(pool=(digits.test_x, digits.test_y))
     attack.min_perturbation(counted, x, y)
     assert attack.queries == counted.seen > STEPS * len(x)
 
@@ -182,13 +182,13 @@ def test_boundary_counts_every_model_call_in_queries(gate, gated_batch, digits):
 def test_boundary_uniform_call_with_pool_starts_stays_in_the_eps_ball_and_in_unit_range(gate, gated_batch, digits):
     x, y, _ = gated_batch
     attack = build()
-    attack.pool = (digits.test_x, digits.test_y)
+    attack = attack.with_options(pool=(digits.test_x, digits.test_y))
     found, norms = attack.minimal(gate, x, y)
     eps = norms.median().item()
     inside = norms <= eps
     assert inside.any() and not inside.all()
     attack = build()
-    attack.pool = (digits.test_x, digits.test_y)
+    attack = attack.with_options(pool=(digits.test_x, digits.test_y))
     x_adv = attack(gate, x, y, eps)
     assert ((x_adv >= 0) & (x_adv <= 1)).all()
     assert (lp_norm(x_adv - x, "l2") <= eps + 1e-5).all()
@@ -204,7 +204,7 @@ def test_boundary_with_a_pool_repeats_with_its_seed_and_leaves_the_global_rng_al
         torch.manual_seed(global_seed)
         state = torch.get_rng_state()
         attack = build(seed=seed)
-        attack.pool = (digits.test_x, digits.test_y)
+        attack = attack.with_options(pool=(digits.test_x, digits.test_y))
         runs.append((attack.min_perturbation(gate, x, y), attack.stats))
         assert torch.equal(state, torch.get_rng_state())
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]

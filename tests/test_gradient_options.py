@@ -67,10 +67,9 @@ def test_eot_averages_gradients_over_random_draws(trained, digits):
     x, y = digits.test_x[:64], digits.test_y[:64]
     noisy = Noisy(trained).eval()
     loss = nn.functional.cross_entropy
-    attack = ATTACKS.get("fgsm").build()
 
     def agreement(eot: int) -> float:
-        attack.eot = eot
+        attack = ATTACKS.get("fgsm").build().with_options(eot=eot)
         torch.manual_seed(1)
         g1 = attack.loss_grad(noisy, x, y, lambda o, t: loss(o, t, reduction="none"))[1].flatten(1)
         g2 = attack.loss_grad(noisy, x, y, lambda o, t: loss(o, t, reduction="none"))[1].flatten(1)
@@ -78,8 +77,7 @@ def test_eot_averages_gradients_over_random_draws(trained, digits):
 
     single, averaged = agreement(1), agreement(64)
     assert 1 - averaged < (1 - single) / 4, (single, averaged)  # two EOT estimates agree far better
-    attack.reset_counters()
-    attack.eot = 8
+    attack = ATTACKS.get("fgsm").build().with_options(eot=8)
     attack.loss_grad(noisy, x, y, lambda o, t: loss(o, t, reduction="none"))
     assert attack.grad_calls == 8 * len(x)
 

@@ -86,8 +86,7 @@ def grey_images(n: int = 20) -> tuple[Tensor, Tensor]:
 
 def returns_last_iterate(cfg: AuditConfig):
     """The audit's PGD-100 without early stopping: it returns its last iterate, not its first adversarial one."""
-    attack = audited.pgd(100, cfg.eps, cfg.seed)
-    attack.early_stop = False
+    attack = audited.pgd(100, cfg.eps, cfg.seed).with_options(early_stop=False)
     return attack
 
 

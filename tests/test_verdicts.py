@@ -16,7 +16,6 @@ from robustbench_ode.evaluation.session import load_evaluation, run_job
 from robustbench_ode.evaluation.store import ResultStore
 from robustbench_ode.evaluation.verdict import VERIFY_ROUNDS
 from robustbench_ode.experiments import quickstart
-from robustbench_ode.models.base import ImageClassifier
 from robustbench_ode.precision import resolve_precision
 from robustbench_ode.progress import SILENT
 from robustbench_ode.training.config import TrainConfig

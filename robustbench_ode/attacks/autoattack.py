@@ -207,9 +207,8 @@ class AutoAttack(Attack):
             attack, attacked = built
             broken = 0
             if len(idx) > 0:
-                attack.early_stop = self.early_stop
-                if attack.uses_gradients:
-                    attack.eot = self.eot
+                eot = {"eot": self.eot} if attack.uses_gradients else {}
+                attack = attack.with_options(early_stop=self.early_stop, **eot)
                 x_m = attack(attacked, x[idx], y[idx], eps, ids=self.ids[idx.cpu()])
                 self.grad_calls += attack.grad_calls
                 self.queries += attack.queries

@@ -21,7 +21,9 @@ average). They accumulate across calls; `reset_counters()` zeroes them.
 EOT (Expectation over Transformation; Athalye et al. 2018): with `eot = k > 1`, every input
 gradient is the mean over k forward/backward passes, so a randomised model (or a random input
 transform such as DI²-FGSM's) is attacked through its expected loss rather than one random draw.
-It costs k gradient calls per step and is set per attack instance (`attack.eot = k`).
+It costs k gradient calls per step and is an option of the instance: `attack.with_options(eot=k)`
+returns a configured copy (callers never set an attack's attributes: an attack behaves as it was
+built, whoever used it before).
 
 What an attack reports besides its points:
 - `claimed`: after a call, the per-sample mask of points the attack's *own* success check found
@@ -40,11 +42,21 @@ whose point for a sample therefore depends on nothing but the sample, its id and
 `batch_independent = True`: the batch size does not change its numbers, and under torchrun the
 runner divides its samples among the processes (`evaluation.verdict.on_shards`); others (the
 default, e.g. a third-party search with batch-wide randomness) run whole on rank 0.
+
+Full batches (`refills = True`, PGD): called with `batch_size=B` on more than B samples, such an
+attack sends at most B samples through the model at a time and fills each place a sample leaves
+(broken early) with the next unattacked one, so the model always sees full batches. Each sample's
+search is its own, so for a model whose outputs for a sample do not depend on the batch the points
+are those of attacking every batch of B alone. Other attacks take all of `x` as one batch.
+`known_correct=True`: the caller has checked, with the very decisions this attack's success checks
+make (the same model in fp32, batch-independent), that every clean `x` is classified correctly, so
+the attack skips its own clean check (one forward pass per sample) and starts attacking.
 """
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -136,6 +148,7 @@ class Attack:
     kind: str = "bounded"
     uses_gradients: bool = True  # False for decision- and score-based attacks
     batch_independent: bool = False  # a sample's point depends only on it, its id and the seed
+    refills: bool = False  # keeps its batches full from the queue of unattacked samples (see above)
 
     def __init__(self) -> None:
         self.grad_calls = 0
@@ -145,7 +158,22 @@ class Attack:
         self.stats: dict[str, int] = {}
         self.claimed: Tensor | None = None
         self.ids: Tensor = torch.zeros(0, dtype=torch.long)
+        self.batch_size = 0  # of the current call: the most samples per model call
+        self.known_correct = False  # of the current call: skip the clean check
         self._record: FirstAdversarial | None = None
+
+    def with_options(self, **options: Any) -> "Attack":
+        """A copy of this attack with `options` (existing attributes such as `eot`, `early_stop`,
+        `seed`, `pool`) replaced and its counters at zero; this attack is left as it is."""
+        unknown = sorted(k for k in options if k.startswith("_") or not hasattr(self, k))
+        if unknown:
+            raise AttributeError(f"attack '{self.name}' has no option {', '.join(unknown)}")
+        attack = copy.copy(self)
+        for key, value in options.items():
+            setattr(attack, key, value)  # through a property's setter where the option is one
+        attack.reset_counters()
+        attack.claimed, attack._record = None, None
+        return attack
 
     def reset_counters(self) -> None:
         """Zero `grad_calls`, `queries` and `stats`."""
@@ -157,10 +185,13 @@ class Attack:
         """Add `n` to the named statistic `key` (see `stats`)."""
         self.stats[key] = self.stats.get(key, 0) + int(n)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, *, ids: Tensor | None = None) -> Tensor:
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, *, ids: Tensor | None = None,
+                 batch_size: int | None = None, known_correct: bool = False) -> Tensor:
         """Adversarial examples for (x, y) within the eps-ball of `x` in `self.norm`, in [0, 1].
 
-        `ids`: each sample's id for its random numbers (default 0..N-1), see `rng`."""
+        `ids`: each sample's id for its random numbers (default 0..N-1), see `rng`. `batch_size`:
+        the most samples a refilling attack sends through the model at once (default: all);
+        `known_correct`: every clean `x` is known to be classified correctly (module docstring)."""
         eps = float(eps)
         if eps < 0:
             raise UserError(f"attack '{self.name}': eps must be >= 0, got {eps}")
@@ -169,6 +200,8 @@ class Attack:
         if ids is not None and ids.shape != (len(x),):
             raise ValueError(f"ids of shape {tuple(ids.shape)} do not match a batch of {len(x)}")
         self.ids = torch.arange(len(x)) if ids is None else ids.detach().cpu().long()
+        self.batch_size = batch_size if batch_size and self.refills else len(x)
+        self.known_correct = known_correct
         x = x.detach()
         self._record, self.claimed = None, None
         if eps == 0 or len(x) == 0:
@@ -225,9 +258,13 @@ class Attack:
     def track(self, model: nn.Module, x: Tensor, y: Tensor, clean: Tensor | None = None) -> FirstAdversarial:
         """Start a `FirstAdversarial` record: samples the clean input already fools are done
         (with `early_stop`; without it every sample runs the whole budget). `clean`: the clean
-        logits when the caller already has them (from `logits`, so counted)."""
+        logits when the caller already has them (from `logits`, so counted). Skipped for a call
+        with `known_correct` (no clean input fools the model)."""
         record = FirstAdversarial(x, self.early_stop)
-        clean = self.logits(model, x) if clean is None else clean
-        record.record(torch.arange(len(x), device=x.device), x, self.succeeded(clean, y))
+        if not self.known_correct:
+            if clean is None:
+                step = self.batch_size or len(x)
+                clean = torch.cat([self.logits(model, x[i : i + step]) for i in range(0, len(x), step)])
+            record.record(torch.arange(len(x), device=x.device), x, self.succeeded(clean, y))
         self._record = record
         return record

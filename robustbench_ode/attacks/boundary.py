@@ -72,12 +72,12 @@ class Boundary(Attack):
 
     Attribute:
         pool: None or (images in [0, 1] shaped like a batch, their int labels): where starts
-            come from when the noise search fails; the runner sets it to the evaluated test set.
+            come from when the noise search fails; the runner gives it the evaluated test set
+            (`attack.with_options(pool=...)`).
 
     Example::
 
-        attack = ATTACKS.get("boundary").build(steps=1000)
-        attack.pool = (test_x, test_y)
+        attack = ATTACKS.get("boundary").build(steps=1000).with_options(pool=(test_x, test_y))
         norms = attack.min_perturbation(model, x, y)     # (N,) L2 norms, inf: no start
         x_adv = attack(model, x, y, eps=2.0)             # uniform call, L2 radius
     """

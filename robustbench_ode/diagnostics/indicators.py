@@ -83,8 +83,8 @@ def check_transfer_failure(audited: AuditedModel, cfg: AuditConfig) -> CheckResu
     numbers: dict = {"eps": round4(cfg.eps), "samples": len(idx)}
     worst, worst_name = 0.0, ""
     for label, surrogate in surrogates.items():
-        attack = GRADIENT_ATTACKS["PGD-10"](cfg)
-        attack.early_stop = False  # a point barely past the surrogate's boundary is a weak transfer
+        # no early stop: a point barely past the surrogate's boundary is a weak transfer
+        attack = GRADIENT_ATTACKS["PGD-10"](cfg).with_options(early_stop=False)
         points = []
         for i in range(0, len(idx), audited.batch_size):
             xb, yb = x[i : i + audited.batch_size].to(audited.device), y[i : i + audited.batch_size].to(audited.device)

@@ -60,10 +60,8 @@ class AttackSpec:
         return cls(name, ATTACKS.get(name).parse_options(raw), grad_solver, eot)
 
     def build(self) -> Attack:
-        """The attack object these options describe."""
-        attack = ATTACKS.get(self.name).builder(**self.options)
-        attack.eot = self.eot
-        return attack
+        """The attack with these options, averaging each gradient over `eot` passes."""
+        return ATTACKS.get(self.name).builder(**self.options).with_options(eot=self.eot)
 
     def crafting_model(self, model: nn.Module) -> nn.Module:
         """The model the attack runs on: `model` itself, or `model` differentiated through `grad_solver`."""

@@ -57,7 +57,7 @@ from .masking import looks_masked, noise_tolerance
 from .nested import INDEPENDENT, NESTED, chain_path, data_sha, load_chain, same_radius, save_chain
 from .store import CELL_COLUMNS, OUTCOME_COLUMNS, ResultStore, schema_row
 from .worst_case import keep_verdict, load_verdict, worst_case_row
-from .verdict import VERIFY_ROUNDS, Progress, batched, on_shards, predict, robust_mask
+from .verdict import VERIFY_ROUNDS, Cost, Progress, batched, on_shards, predict, robust_mask
 
 
 @dataclass
@@ -178,7 +178,7 @@ class Runner:
         transform, probe and proposal."""
         attack = spec.build()
         if isinstance(getattr(attack, "seed", None), int):
-            attack.seed = with_run_seed(attack.seed, self.seed)
+            return attack.with_options(seed=with_run_seed(attack.seed, self.seed))
         return attack
 
     def _row(self, target: Target, spec: AttackSpec, attack: Attack, eps: float, source: Target | None,
@@ -287,9 +287,9 @@ class Runner:
             rows.append(row)
         return rows
 
-    def _finish(self, row: dict[str, Any], correct: torch.Tensor, robust: torch.Tensor, attack: Attack,
+    def _finish(self, row: dict[str, Any], correct: torch.Tensor, robust: torch.Tensor, attack: Attack, cost: Cost,
                 nfes: list[int], t0: float, unverified: int | str = 0) -> dict[str, Any]:
-        stats = dict(attack.stats)
+        stats = dict(cost.stats)
         failed = stats.pop("failed_starts", 0) if attack.kind == "minimal" else ""
         row.update(schema_row(OUTCOME_COLUMNS, dict(
             clean_acc=round(correct.float().mean().item(), 6),
@@ -297,8 +297,8 @@ class Runner:
             unverified=unverified,
             failed_starts=failed,
             attack_stats=json.dumps(stats, sort_keys=True) if stats else "",
-            grad_calls=int(attack.grad_calls),
-            queries=int(attack.queries),
+            grad_calls=int(cost.grad_calls),
+            queries=int(cost.queries),
             nfe_forward=round(sum(nfes) / len(nfes), 1) if nfes else "",
             wall_s=round(time.perf_counter() - t0, 3),
         )))
@@ -320,12 +320,12 @@ class Runner:
         correct, nfes = self.clean(target)
         crafter = spec.crafting_model((source or target).model)
         precision = self.gradient_precision(spec, source or target)
-        robust, unverified = robust_mask(
+        robust, unverified, cost = robust_mask(
             attack, precision.differentiated(crafter),
             lambda x_adv: self.decide(target, spec, x_adv), self.x, self.y, correct if alive is None else alive, eps,
             self.batch_size, self.device, rounds=self.verify_rounds, transfer=source is not None, progress=self.progress,
             further=crafter)
-        return self._finish(row, correct, robust, attack, nfes, t0, "" if source else unverified), robust
+        return self._finish(row, correct, robust, attack, cost, nfes, t0, "" if source else unverified), robust
 
     def _nested_cells(self, target: Target, spec: AttackSpec, keys: list[dict[str, Any]],
                       source: Target | None) -> None:
@@ -369,13 +369,12 @@ class Runner:
             raise UserError(f"attack '{spec.name}' is a minimisation attack and has no transfer mode")
         t0 = time.perf_counter()
         seed_everything(cell_seed(self.seed, target.sha, spec.name, spec.args_text))
-        attack = self.build(spec)
-        attack.pool = (self.x.to(self.device), self.y.to(self.device))  # dataset-based starts
+        attack = self.build(spec).with_options(pool=(self.x.to(self.device), self.y.to(self.device)))  # dataset starts
         self.on_cell(f"{target.name} · {spec.name} (minimal perturbation search)")
         correct, nfes = self.clean(target)
         idx = torch.nonzero(correct).flatten()
 
-        def work(rows: torch.Tensor) -> tuple[torch.Tensor, int]:  # this process's share (on_shards)
+        def work(rows: torch.Tensor) -> tuple[torch.Tensor, int, Cost]:  # this process's share (on_shards)
             x, y = self.x[idx[rows]], self.y[idx[rows]]
             points: list[torch.Tensor] = []
 
@@ -394,14 +393,14 @@ class Runner:
                     xi, ni = attack.minimal(target.model, x[i : i + 1].to(self.device), y[i : i + 1].to(self.device))
                 ok = torch.isfinite(ni[0]) and bool(self.decide(target, spec, xi.cpu())[0] != y[i])
                 found[i] = ni[0].cpu() if ok else torch.inf
-            return found, len(failed)
+            return found, len(failed), Cost.of(attack)
 
-        found, failed = on_shards(attack, target.model, len(idx), work)
+        found, failed, cost = on_shards(attack, target.model, len(idx), work)
         dist = torch.full((len(self.y),), 0.0)
         dist[idx] = found.float()
         rows = []
         for eps in eps_todo:
             row = self._row(target, spec, attack, eps, source, NESTED)
             robust = (dist > eps) & torch.isfinite(dist)  # no start found: not robust, see failed_starts
-            rows.append((self._finish(row, correct, robust, attack, nfes, t0, failed), correct & robust))
+            rows.append((self._finish(row, correct, robust, attack, cost, nfes, t0, failed), correct & robust))
         return rows
