@@ -35,7 +35,8 @@ COMMANDS = [
     ["converge", "-c", "no/such/run", "--eps", "0.1"],
     ["reproduce", "E9"],
     ["claims", "list"],
-    ["attack", "--eps", "0.1", "--model-file", "no_such_file.py:build"],  # loads the model machinery
+    ["attack", "--eps", "0.1", "--model-file", "no_such_file.py:build"],
+    ["attack", "--eps", "0.1", "--model", "resnet20", "--weights", "no_such.safetensors"],
 ]
 
 PROBE = "import runpy, sys; sys.argv = ['odebench', *sys.argv[1:]]; runpy.run_module('robustbench_ode', run_name='__main__')"

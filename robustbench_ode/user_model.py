@@ -33,17 +33,17 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .checkpoint import sha256_file
-from .data.base import DatasetInfo
 from .errors import UserError, first_line, first_sentence, option
-from .pixel_model import check_logits, parse_normalize, wrap
 from .registry import MODELS
-from .weight_files import load_registered_weights, load_weights, read_weights, state_sha256
+
+if TYPE_CHECKING:  # torch and the model machinery load when a model does: `from_options` checks without them
+    import torch
+    from torch import Tensor, nn
+
+    from .data.base import DatasetInfo
 
 FORMAT = "odebench-user-model/1"
 
@@ -67,8 +67,9 @@ def _importable_beside(folder: Path) -> Iterator[None]:
         sys.path.remove(str(folder))
 
 
-def load_factory(spec: str) -> tuple[Callable[[], Any], Path | None]:
-    """'path/to/file.py:NAME' or 'package.module:NAME' -> (the function, its source file)."""
+def factory_spec(spec: str) -> tuple[str, str, Path | None]:
+    """'path/to/file.py:NAME' -> (target, NAME, the existing file); 'package.module:NAME' -> (target,
+    NAME, None); a malformed spec or a missing file is a UserError."""
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name.isidentifier():
         raise UserError(f"{option('model_file')} '{spec}' must be FILE.py:FACTORY or package.module:FACTORY")
@@ -76,6 +77,21 @@ def load_factory(spec: str) -> tuple[Callable[[], Any], Path | None]:
         path = Path(target)
         if not path.is_file():
             raise UserError(f"{option('model_file')}: '{path}' does not exist")
+        return target, name, path
+    return target, name, None
+
+
+def existing(path: Path, setting: str) -> Path:
+    """`path` if it is a file, else a UserError naming `setting`."""
+    if not Path(path).is_file():
+        raise UserError(f"{option(setting)} '{path}' does not exist")
+    return Path(path)
+
+
+def load_factory(spec: str) -> tuple[Callable[[], Any], Path | None]:
+    """'path/to/file.py:NAME' or 'package.module:NAME' -> (the function, its source file)."""
+    target, name, path = factory_spec(spec)
+    if path is not None:
         module_name = "odebench_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         if module_spec is None or module_spec.loader is None:
@@ -102,8 +118,9 @@ def load_factory(spec: str) -> tuple[Callable[[], Any], Path | None]:
 
 def load_torchscript(path: Path) -> nn.Module:
     """A scripted or traced model (`torch.jit.load`, on the CPU)."""
-    if not path.is_file():
-        raise UserError(f"{option('torchscript')} '{path}' does not exist")
+    import torch
+
+    existing(path, "torchscript")
     try:
         with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; asked for here, it is no news
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -190,8 +207,10 @@ class ModelSource:
                                     "registered models normalise inside")
             elif not timm_name:
                 raise UserError(f"{option('model')} '{model}': give timm:NAME (e.g. timm:resnet18)")
-        return cls(model_file, Path(torchscript) if torchscript else None, timm_name,
-                   Path(weights) if weights else None, normalize, registered)
+        if model_file:
+            factory_spec(model_file)
+        return cls(model_file, existing(torchscript, "torchscript") if torchscript else None, timm_name,
+                   existing(weights, "weights") if weights else None, normalize, registered)
 
     @property
     def label(self) -> str:
@@ -208,6 +227,10 @@ class ModelSource:
         """The network with its weights loaded, its source file (for a factory) and extra metadata."""
         source: Path | None = None
         extra: dict[str, Any] = {}
+        from torch import nn
+
+        from .weight_files import load_registered_weights, load_weights, read_weights
+
         if self.factory:
             factory, source = load_factory(self.factory)
             try:
@@ -236,6 +259,9 @@ class ModelSource:
     def load(self, info: DatasetInfo, sample: Tensor, device: torch.device) -> tuple[nn.Module, dict[str, Any], Path]:
         """Build, load the weights, wrap for [0, 1] pixels and check against `sample` (dataset images);
         returns (model in eval mode on `device`, meta, the path the CSV's checkpoint column names)."""
+        from .pixel_model import check_logits, parse_normalize, wrap
+        from .weight_files import state_sha256
+
         net, source, extra = self.build(info)
         normalize = parse_normalize(self.normalize, info) if self.normalize else None
         net.eval()

@@ -71,6 +71,9 @@ main()
     ["reproduce", "E9"],
     ["claims", "list"],
     ["claims", "check", "nosuch", "--weights", "w.pt"],
+    ["attack", "--eps", "0.1", "--model-file", "no_such_file.py:build"],
+    ["attack", "--eps", "0.1", "--model", "resnet20", "--weights", "no_such.safetensors"],
+    ["audit", "--torchscript", "no_such.pt"],
 ])
 def test_listings_and_argument_errors_answer_without_importing_torch(args, tmp_path):
     probe = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True,

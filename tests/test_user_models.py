@@ -365,9 +365,16 @@ def test_normalize_takes_one_value_or_one_per_channel_or_the_datasets_statistics
         parse_normalize("0.1,0.2/0.3", CIFAR)
 
 
-def test_a_source_needs_exactly_one_model_and_names_it_for_the_tables():
+def test_a_source_needs_exactly_one_model_and_names_it_for_the_tables(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a/b/net.py", "x/traced.pt"):
+        Path(name).parent.mkdir(parents=True)
+        Path(name).write_text("")
     assert ModelSource.from_options(None, None, None, None, None) is None
     assert ModelSource.from_options("a/b/net.py:build", None, None, None, None).label == "net:build"
     assert ModelSource.from_options("pkg.nets:build", None, None, None, None).label == "nets:build"
     assert ModelSource.from_options(None, None, Path("x/traced.pt"), None, None).label == "traced"
+    for missing in [("a/b/gone.py:build", None, None), (None, None, Path("x/gone.pt")), (None, Path("w.pt"), None)]:
+        with pytest.raises(UserError, match="does not exist"):  # answered before anything loads
+            ModelSource.from_options(*missing, "resnet20" if missing[1] else None, None)
     assert ModelSource.from_options(None, None, None, "timm:resnet18", None).label == "timm:resnet18"

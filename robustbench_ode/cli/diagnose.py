@@ -40,10 +40,11 @@ def audit(
     """Check a checkpoint (or your own model) for gradient masking (Carlini et al. 2019); write audit.md / audit.json."""
     if checkpoint is not None:
         read_checkpoints([checkpoint])
-    from .rich_reporter import RichReporter
+    source = model_source(model_file, weights, torchscript, model, normalize)
     from ..diagnostics.command import parse_radius, run_audit
+    from .rich_reporter import RichReporter
 
-    run_audit(checkpoint, RichReporter(console), model=model_source(model_file, weights, torchscript, model, normalize),
+    run_audit(checkpoint, RichReporter(console), model=source,
               dataset=dataset, data_dir=data_dir, n_samples=n_samples,
               eps=None if eps is None else parse_radius("eps", eps), large_eps=parse_radius("large_eps", large_eps),
               device=device, out=out, seed=seed, ode_backend=ode_backend, precision=precision,
@@ -72,10 +73,10 @@ def stability(
 ) -> None:
     """Measure how input perturbations grow along depth (paper's Theorem 3.1); CSV, plot, summary."""
     paths = read_checkpoints([*(checkpoints or []), *(checkpoint or [])])
-    from .rich_reporter import RichReporter
+    source = model_source(model_file, weights, torchscript, model, normalize)
     from ..diagnostics.command import parse_kinds, parse_sizes, run_stability
+    from .rich_reporter import RichReporter
 
-    run_stability(paths, RichReporter(console),
-                  model=model_source(model_file, weights, torchscript, model, normalize), dataset=dataset,
+    run_stability(paths, RichReporter(console), model=source, dataset=dataset,
                   n_samples=n_samples, sizes=parse_sizes(sizes),
                   kinds=parse_kinds(kinds), points=time_points, data_dir=data_dir, device=device, out=out, seed=seed)
