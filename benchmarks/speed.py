@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from robustbench_ode.data import load_dataset
 from robustbench_ode.models import build_model
 from robustbench_ode.models.base import nfe_of
-from robustbench_ode.registry import parse_kv
+from robustbench_ode.parsing import parse_kv
 
 
 def rate(step, n: int, repeats: int) -> float:

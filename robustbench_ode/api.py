@@ -24,7 +24,7 @@ from .data.base import DatasetInfo, channel_stats
 from .errors import UserError
 from .evaluation.attack_progress import run_loaded
 from .evaluation.request import AttackJob, AttackSpec, parse_eps
-from .evaluation.runner import Target
+from .evaluation.target import Target
 from .evaluation.session import Evaluation
 from .evaluation.store import STR_COLUMNS
 from .ode_backends import DEFAULT_ODE_BACKEND

@@ -34,10 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import UserError
-
-_BOOL_TRUE = {"1", "true", "yes", "on"}
-_BOOL_FALSE = {"0", "false", "no", "off"}
-
+from .parsing import parse_bool, parse_number
 
 @dataclass(frozen=True)
 class Option:
@@ -54,11 +51,7 @@ class Option:
         text = raw.strip()
         try:
             if self.type is bool:
-                if text.lower() in _BOOL_TRUE:
-                    return True
-                if text.lower() in _BOOL_FALSE:
-                    return False
-                raise ValueError
+                return parse_bool(text)
             if self.type is float:
                 return parse_number(text)
             if self.type is int:
@@ -71,15 +64,6 @@ class Option:
             if self.type not in (bool, float, int, str):
                 return text
         raise UserError(f"{owner}: option '{self.name}' expects {self.type.__name__}, got {raw!r}")
-
-
-def parse_number(text: str) -> float:
-    """Parse '0.3', '1e-3' or a fraction like '8/255' into a float."""
-    text = text.strip()
-    if "/" in text:
-        num, den = text.split("/", 1)
-        return float(num) / float(den)
-    return float(text)
 
 
 @dataclass
@@ -353,17 +337,6 @@ def catalogue_data() -> dict[str, Any]:
                                if not e.plugin]
                for registry in _PLUGGABLE}
     return {"sources": sources_hash(), "entries": entries}
-
-
-def parse_kv(pairs: list[str] | None, what: str = "option") -> dict[str, str]:
-    """Parse ['k=v', ...] into a dict; a malformed pair is a UserError."""
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        if "=" not in pair or not pair.split("=", 1)[0].strip():
-            raise UserError(f"{what} '{pair}' is not of the form key=value")
-        key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = value.strip()
-    return out
 
 
 def write_catalogue() -> Path:

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_ode"
 # Lowest first, as docs/architecture.md draws them. A part is a subpackage or a top-level module
 # (`cli` is the command line's subpackage); the package's own __init__ is the Python API's front door.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"errors", "version", "registry", "progress", "distributed", "ode_backends"}),
+    ("foundation", {"errors", "version", "parsing", "registry", "progress", "distributed", "ode_backends"}),
     ("data", {"data"}),
     ("models", {"models"}),
     ("services", {"precision", "runinfo", "checkpoint", "convert", "weight_files", "pixel_model", "user_model",

@@ -111,7 +111,8 @@ def test_a_csv_that_is_not_ours_is_refused(tmp_path):
 def test_a_cell_that_looks_masked_prints_a_warning(tmp_path):
     """A constant model scored on one class keeps 100% at L∞ ε = 0.5, where every image can be made grey."""
     from robustbench_ode.data import load_dataset
-    from robustbench_ode.evaluation.runner import Runner, Target
+    from robustbench_ode.evaluation.runner import Runner
+    from robustbench_ode.evaluation.target import Target
 
     splits = load_dataset("digits")
     x, y = splits.test_x[splits.test_y == 0][:20], splits.test_y[splits.test_y == 0][:20]

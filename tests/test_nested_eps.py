@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from robustbench_ode.evaluation.request import AttackSpec
-from robustbench_ode.evaluation.runner import Runner, Target
+from robustbench_ode.evaluation.runner import Runner
+from robustbench_ode.evaluation.target import Target
 from robustbench_ode.evaluation.request import AttackJob
 from robustbench_ode.evaluation.session import run_job
 from robustbench_ode.evaluation.store import ResultStore

@@ -2,7 +2,8 @@
 import pytest
 
 from robustbench_ode.errors import UserError
-from robustbench_ode.registry import ATTACKS, DATASETS, METHODS, MODELS, Registry, parse_kv, parse_number
+from robustbench_ode.parsing import parse_kv, parse_number
+from robustbench_ode.registry import ATTACKS, DATASETS, METHODS, MODELS, Registry
 from robustbench_ode.training.methods import build_method, method_entry
 
 

@@ -11,7 +11,8 @@ from torch import nn
 
 from robustbench_ode.errors import UserError
 from robustbench_ode.evaluation.request import AttackJob, AttackSpec
-from robustbench_ode.evaluation.runner import Runner, Target
+from robustbench_ode.evaluation.runner import Runner
+from robustbench_ode.evaluation.target import Target
 from robustbench_ode.evaluation.session import load_evaluation, run_job
 from robustbench_ode.evaluation.store import ResultStore
 from robustbench_ode.evaluation.verdict import VERIFY_ROUNDS

@@ -34,7 +34,7 @@ from ..data import load_dataset
 from ..errors import UserError, option
 from ..evaluation.budget import BudgetCurves, BudgetJob, parse_budgets, write_budget_files
 from ..evaluation.request import AttackJob, AttackSpec
-from ..evaluation.runner import Target
+from ..evaluation.target import Target
 from ..evaluation.session import Evaluation, run_evaluation
 from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..precision import resolve_precision

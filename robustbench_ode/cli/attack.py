@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from ..registry import ATTACKS, parse_kv
+from ..parsing import parse_kv
+from ..registry import ATTACKS
 from .app import app, console
 from .options import (DATASET, MODEL, MODEL_FILE, NORMALIZE, ODE_BACKEND, PRECISION, TORCHSCRIPT, WEIGHTS,
                       model_source, read_checkpoints)

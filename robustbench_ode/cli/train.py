@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import UserError
-from ..registry import parse_kv
+from ..parsing import parse_kv
 from .app import app, console
 
 

@@ -13,11 +13,11 @@ from ..checkpoint import load_checkpoint
 from ..data import load_samples
 from ..data.base import DatasetInfo
 from ..errors import UserError, option
-from ..evaluation.runner import ode_backend_of
+from ..evaluation.target import ode_backend_of
 from ..ode_backends import DEFAULT_ODE_BACKEND
 from ..precision import resolve_precision
 from ..progress import SILENT, Reporter
-from ..registry import parse_number
+from ..parsing import parse_number
 from ..runinfo import atomic_write_json, provenance, resolve_device, seed_everything
 from ..user_model import ModelSource
 from .checks import NA, AuditConfig, AuditResult, run_checks

@@ -35,7 +35,8 @@ from ..progress import SILENT, SILENT_BARS, Bars, Reporter
 from ..report.budget import budget_markdown, budget_plot
 from ..runinfo import atomic_write_text, provenance, shared
 from .request import AttackSpec
-from .runner import Runner, Target
+from .runner import Runner
+from .target import Target
 from .session import append_provenance, load_evaluation
 from .store import ResultStore
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError, option
 from ..ode_backends import DEFAULT_ODE_BACKEND
-from ..registry import ATTACKS, parse_number
+from ..parsing import parse_number
+from ..registry import ATTACKS
 
 if TYPE_CHECKING:
     from torch import nn

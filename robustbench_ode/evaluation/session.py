@@ -21,7 +21,8 @@ from ..user_model import ModelSource
 from ..precision import resolve_precision
 from .nested import INDEPENDENT, NESTED
 from .request import AttackJob
-from .runner import Runner, Target
+from .runner import Runner
+from .target import Target
 from .store import ResultStore
 
 

@@ -52,7 +52,8 @@ from torch import Tensor, nn
 
 from ..data.base import DatasetInfo
 from ..errors import UserError, option
-from ..registry import MODELS, Entry, options_of, parse_kv
+from ..parsing import parse_kv
+from ..registry import MODELS, Entry, options_of
 from .base import ImageClassifier
 from .ode_block import SOLVER_NAMES, TORCHODE_METHODS, ODEBlock, SolverConfig
 from .options import require_positive

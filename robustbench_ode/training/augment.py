@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import UserError, option
-from ..registry import parse_number
+from ..parsing import parse_number
 
 if TYPE_CHECKING:  # each transform imports torch when it runs: parsing `--augment` stays torch-free
     import torch
