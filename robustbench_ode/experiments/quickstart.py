@@ -21,10 +21,10 @@ MODELS = {
     # Adam peaking at 2e-2 with a one-cycle schedule (not the paper's 1e-3): the 1,437 digits give few
     # steps per epoch, and a constant rate left the last epoch where it happened to land (85-94% dopri5
     # test accuracy by thread count and seed; one-cycle: 94.7-96.9%, docs/training.md). Training steps
-    # integrate with rk4 at step 0.25 (16 evaluations of f, about 4x cheaper than dopri5's 26-74);
+    # integrate with rk4 at step 0.5 (8 evaluations of f, about 7x cheaper than dopri5's 26-50);
     # the checkpoint is the adaptive dopri5 ODE: its test accuracy and every attack use dopri5
     "odenet": TrainConfig(model="odenet", dataset="digits", epochs=8, batch_size=32, lr=2e-2, schedule="onecycle",
-                          model_options={"channels": 16}, train_solver="rk4:step_size=0.25"),
+                          model_options={"channels": 16}, train_solver="rk4:step_size=0.5"),
 }
 EPS = [0.0, 0.05, 0.1, 0.2, 0.3]
 
