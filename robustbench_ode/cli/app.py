@@ -27,5 +27,6 @@ def flag(name: str) -> str:
 
 
 def fail(message: str, code: int) -> None:
+    """Print `message` as one red `error:` line on stderr and exit with `code`."""
     err_console.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
     sys.exit(code)

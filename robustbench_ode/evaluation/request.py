@@ -49,6 +49,7 @@ class AttackSpec:
 
     @property
     def uses_gradients(self) -> bool:
+        """Whether the attack takes input gradients (from the registry's catalogue: no torch needed)."""
         return bool(ATTACKS.get(self.name).traits["uses_gradients"])
 
     @property
@@ -58,6 +59,7 @@ class AttackSpec:
 
     @classmethod
     def parse(cls, name: str, raw: dict[str, str], grad_solver: str | None = None, eot: int = 1) -> "AttackSpec":
+        """The spec of attack `name` with its `key=value` options typed and checked."""
         return cls(name, ATTACKS.get(name).parse_options(raw), grad_solver, eot)
 
     def build(self) -> Attack:
