@@ -62,7 +62,8 @@ def attack(
     job = AttackJob(
         checkpoints=read_checkpoints(checkpoint or []), attacks=specs, eps=parse_eps(eps, eps_scale, l2),
         out=out, eps_scale=eps_scale, n_samples=n_samples, batch_size=batch_size, seed=seed, device=device,
-        data_dir=data_dir, source=source and read_checkpoints([source])[0], paper=_paper_name(paper), ode_backend=ode_backend, precision=precision,
+        data_dir=data_dir, source=source and read_checkpoints([source])[0], paper=_paper_name(paper),
+        ode_backend=ode_backend, precision=precision,
         model=model_source(model_file, weights, torchscript, model, normalize), model_as_source=model_as_source,
         dataset=dataset, independent_eps=independent_eps,
     )
