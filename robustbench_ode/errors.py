@@ -10,6 +10,7 @@ needs to know a flag. A UserError's text embedded in another message loses the m
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Callable
 
 _MARK = "\x1f"  # ASCII unit separator: never typed by a user, so it cannot clash with a path or value
@@ -51,3 +52,10 @@ def first_sentence(exc: BaseException) -> str:
     """The first sentence of a long library message (torch's explain at length)."""
     line = first_line(exc)
     return line.split(". ", 1)[0].rstrip(".")
+
+
+def existing_file(path: Path | str, setting: str) -> Path:
+    """`path` if it is a file, else a UserError naming `setting` (a file a setting names must exist)."""
+    if not Path(path).is_file():
+        raise UserError(f"{option(setting)} '{path}' does not exist")
+    return Path(path)

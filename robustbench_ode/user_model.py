@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .checkpoint import sha256_file
-from .errors import UserError, first_line, first_sentence, option
+from .errors import UserError, existing_file, first_line, first_sentence, option
 from .registry import MODELS
 
 if TYPE_CHECKING:  # torch and the model machinery load when a model does: `from_options` checks without them
@@ -81,13 +81,6 @@ def factory_spec(spec: str) -> tuple[str, str, Path | None]:
     return target, name, None
 
 
-def existing(path: Path, setting: str) -> Path:
-    """`path` if it is a file, else a UserError naming `setting`."""
-    if not Path(path).is_file():
-        raise UserError(f"{option(setting)} '{path}' does not exist")
-    return Path(path)
-
-
 def load_factory(spec: str) -> tuple[Callable[[], Any], Path | None]:
     """'path/to/file.py:NAME' or 'package.module:NAME' -> (the function, its source file)."""
     target, name, path = factory_spec(spec)
@@ -120,7 +113,7 @@ def load_torchscript(path: Path) -> nn.Module:
     """A scripted or traced model (`torch.jit.load`, on the CPU)."""
     import torch
 
-    existing(path, "torchscript")
+    existing_file(path, "torchscript")
     try:
         with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; asked for here, it is no news
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -209,8 +202,8 @@ class ModelSource:
                 raise UserError(f"{option('model')} '{model}': give timm:NAME (e.g. timm:resnet18)")
         if model_file:
             factory_spec(model_file)
-        return cls(model_file, existing(torchscript, "torchscript") if torchscript else None, timm_name,
-                   existing(weights, "weights") if weights else None, normalize, registered)
+        return cls(model_file, existing_file(torchscript, "torchscript") if torchscript else None, timm_name,
+                   existing_file(weights, "weights") if weights else None, normalize, registered)
 
     @property
     def label(self) -> str:

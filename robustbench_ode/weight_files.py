@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from .errors import UserError, first_line, option
+from .errors import UserError, existing_file, first_line, option
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -27,8 +27,7 @@ def state_sha256(model: nn.Module) -> str:
 def read_weights(path: Path) -> dict[str, Tensor]:
     """Tensors by name from a .safetensors file or a .pt/.pth state dict (`weights_only=True`:
     unpickling runs no code); anything else is a UserError."""
-    if not path.is_file():
-        raise UserError(f"{option('weights')} '{path}' does not exist")
+    existing_file(path, "weights")
     suffix = path.suffix.lower()
     if suffix not in WEIGHT_SUFFIXES:
         raise UserError(f"{option('weights')} '{path}': give a .safetensors file or a .pt/.pth state dict, not '{suffix or path.name}'")

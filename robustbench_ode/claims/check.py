@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import sha256_file
 from ..data import load_dataset
-from ..errors import UserError, option
+from ..errors import UserError, existing_file, option
 from ..evaluation.budget import BudgetCurves, BudgetJob, parse_budgets, write_budget_files
 from ..evaluation.request import AttackJob, AttackSpec
 from ..evaluation.target import Target
@@ -100,8 +100,7 @@ def released_tensors(path: Path) -> dict[str, Tensor]:
     in the file runs."""
     if path.suffix.lower() == ".safetensors":
         return read_weights(path)
-    if not path.is_file():
-        raise UserError(f"{option('weights')} '{path}' does not exist")
+    existing_file(path, "weights")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a pickled module: weights_only refuses it
