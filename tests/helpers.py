@@ -15,6 +15,20 @@ from robustbench_ode.progress import SilentReporter
 from robustbench_ode.training.config import TrainConfig
 from robustbench_ode.training.trainer import Trainer
 
+# The vector field of the tests' user ODEs, as source text for the model files they write (it needs
+# `torch` and `nn` imported above it)
+CONV_FIELD = '''
+
+class Field(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, t, y):
+        return torch.tanh(self.conv(y))
+
+'''
+
 TINY = {"model": "resnet_small", "dataset": "digits", "model_options": {"width": "4"}, "epochs": 2,
         "batch_size": 64, "lr": 0.05, "device": "cpu"}
 

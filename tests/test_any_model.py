@@ -21,24 +21,14 @@ from robustbench_ode.models.intercept import Integrated
 from robustbench_ode.models.probe import probe
 from robustbench_ode.pixel_model import wrap
 
-from .helpers import odebench
+from .helpers import CONV_FIELD, odebench
 
 PLAIN_ODES = '''
 import torch
 import torchode as to
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
-
-
-class Field(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, padding=1)
-
-    def forward(self, t, y):
-        return torch.tanh(self.conv(y))
-
-
+''' + CONV_FIELD + '''
 class Net(nn.Module):
     """A user's Neural ODE: it calls the ODE library itself (no odebench ODEBlock)."""
 

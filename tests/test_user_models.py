@@ -20,7 +20,7 @@ from robustbench_ode.models import ODEBlock, SolverConfig, nfe_of, solver_surrog
 from robustbench_ode.pixel_model import parse_normalize
 from robustbench_ode.user_model import ModelSource
 
-from .helpers import odebench, train_tiny
+from .helpers import CONV_FIELD, odebench, train_tiny
 from .test_cli import one_line_error
 
 GRID = ["-a", "fgsm", "-a", "pgd", "--attack-arg", "pgd.steps=5", "--eps", "0,0.1", "--n-samples", "50",
@@ -76,17 +76,7 @@ import torch
 from torch import nn
 
 from robustbench_ode.models import ODEBlock, SolverConfig
-
-
-class Field(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, padding=1)
-
-    def forward(self, t, y):
-        return torch.tanh(self.conv(y))
-
-
+''' + CONV_FIELD + '''
 def make():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ODEBlock(Field(), SolverConfig("dopri5")),
